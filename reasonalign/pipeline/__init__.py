@@ -1,0 +1,24 @@
+from reasonalign.pipeline.jsonl import append_jsonl, read_finished_lines, read_jsonl, write_jsonl
+from reasonalign.pipeline.stage import (
+    MARKER,
+    PipelineError,
+    Stage,
+    StageContext,
+    StageResult,
+    read_marker,
+    run_pipeline,
+)
+
+__all__ = [
+    "MARKER",
+    "PipelineError",
+    "Stage",
+    "StageContext",
+    "StageResult",
+    "append_jsonl",
+    "read_finished_lines",
+    "read_jsonl",
+    "read_marker",
+    "run_pipeline",
+    "write_jsonl",
+]
