@@ -121,6 +121,7 @@ class TrainerConfig:
     seed: int = 0
     # what a finished stage saves: merged (a plain HF model dir, LoRA merged in) or adapter
     save: str = "merged"
+    save_steps: int = 50  # checkpoint every N steps, so an interrupted stage resumes
 
 
 @dataclass

@@ -1,0 +1,98 @@
+"""The staged pipeline: skip finished stages, re-run changed ones and their downstream, never leave
+an interrupted stage looking complete, resume partial work."""
+
+import json
+
+import pytest
+
+from reasonalign.pipeline import MARKER, PipelineError, Stage, append_jsonl, read_finished_lines, run_pipeline
+
+
+def make_stages(calls, a_cfg=1, b_cfg=1, fail_in=None):
+    def stage_fn(name):
+        def run(ctx):
+            calls.append(name)
+            if fail_in == name:
+                (ctx.out / "half.txt").write_text("half")
+                raise KeyboardInterrupt  # an interruption in the middle of the stage
+            upstream = {d: (p / "out.txt").read_text() for d, p in ctx.inputs.items()}
+            (ctx.out / "out.txt").write_text(json.dumps({"name": name, "up": upstream}))
+            return {"n": len(calls)}
+        return run
+
+    return [
+        Stage("a", stage_fn("a"), config={"x": a_cfg}),
+        Stage("b", stage_fn("b"), deps=["a"], config={"y": b_cfg}),
+        Stage("c", stage_fn("c"), deps=["b"]),
+        Stage("d", stage_fn("d"), deps=["a"]),
+    ]
+
+
+def test_rerun_skips_finished_stages(tmp_path):
+    calls = []
+    first = run_pipeline(make_stages(calls), tmp_path)
+    assert calls == ["a", "b", "c", "d"]
+    assert all(not r.skipped for r in first.values())
+    calls.clear()
+    second = run_pipeline(make_stages(calls), tmp_path)
+    assert calls == []
+    assert all(r.skipped for r in second.values())
+    assert {n: r.fingerprint for n, r in first.items()} == {n: r.fingerprint for n, r in second.items()}
+
+
+def test_config_change_reruns_stage_and_downstream_only(tmp_path):
+    calls = []
+    run_pipeline(make_stages(calls), tmp_path)
+    calls.clear()
+    res = run_pipeline(make_stages(calls, b_cfg=2), tmp_path)
+    assert calls == ["b", "c"]  # a and d do not depend on b
+    assert res["a"].skipped and res["d"].skipped and not res["b"].skipped and not res["c"].skipped
+    calls.clear()
+    run_pipeline(make_stages(calls, a_cfg=5, b_cfg=2), tmp_path)
+    assert calls == ["a", "b", "c", "d"]
+
+
+def test_interrupted_stage_never_looks_complete(tmp_path):
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(make_stages(calls, fail_in="b"), tmp_path)
+    assert (tmp_path / "stages" / "a" / MARKER).exists()
+    assert not (tmp_path / "stages" / "b").exists()  # only the partial dir exists
+    assert (tmp_path / "stages" / "b.partial" / "half.txt").exists()
+    calls.clear()
+    res = run_pipeline(make_stages(calls), tmp_path)
+    assert calls == ["b", "c", "d"]  # a was finished and is skipped
+    assert res["a"].skipped
+    assert (tmp_path / "stages" / "b" / MARKER).exists()
+    assert not (tmp_path / "stages" / "b.partial").exists()
+
+
+def test_partial_work_of_another_config_is_discarded(tmp_path):
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(make_stages(calls, fail_in="b"), tmp_path)
+    seen = []
+
+    def b_run(ctx):
+        seen.append(sorted(p.name for p in ctx.out.iterdir()))
+        (ctx.out / "out.txt").write_text("x")
+
+    stages = make_stages([])
+    stages[1] = Stage("b", b_run, deps=["a"], config={"y": 99})
+    run_pipeline(stages, tmp_path)
+    assert seen == [[".fingerprint"]]  # half.txt from the other config is gone
+
+
+def test_missing_dependency_is_an_error(tmp_path):
+    with pytest.raises(PipelineError, match="depends on"):
+        run_pipeline([Stage("b", lambda ctx: None, deps=["a"])], tmp_path)
+
+
+def test_append_only_file_drops_torn_last_line(tmp_path):
+    path = tmp_path / "gen.jsonl"
+    append_jsonl(path, [{"id": 1}, {"id": 2}])
+    with path.open("a") as f:
+        f.write('{"id": 3, "resp')  # torn by an interruption
+    assert [r["id"] for r in read_finished_lines(path)] == [1, 2]
+    append_jsonl(path, [{"id": 3}])
+    assert [r["id"] for r in read_finished_lines(path)] == [1, 2, 3]
