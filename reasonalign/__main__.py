@@ -1,0 +1,3 @@
+from reasonalign.cli import main
+
+main()

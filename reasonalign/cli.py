@@ -1,0 +1,91 @@
+"""``python -m reasonalign``: the Hydra entry point.
+
+Composes ``conf/config.yaml`` with the chosen group options, checks the ``method`` node against
+the method's own dataclass, builds the method's stages and runs them under ``run_dir`` (resuming
+finished stages), then writes ``metrics.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from reasonalign.config import ConfigError, register_configs, validate_method_config
+
+log = logging.getLogger("reasonalign")
+
+SECRET_HINTS = ("api_key", "apikey", "token", "secret", "password")
+
+
+def conf_dir() -> str:
+    """``conf/`` of a source checkout (editable install), else the copy shipped in the wheel."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "conf", here / "conf"):
+        if (cand / "config.yaml").exists():
+            return str(cand)
+    raise FileNotFoundError(f"reasonalign's conf/ directory was not found next to {here}")
+
+
+def redact(node):
+    """A copy of a config container with secret-looking values replaced."""
+    if isinstance(node, dict):
+        return {k: ("***" if any(h in str(k).lower() for h in SECRET_HINTS) and v and not str(k).endswith("_env")
+                    else redact(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [redact(v) for v in node]
+    return node
+
+
+def build_method(cfg: DictConfig):
+    from reasonalign.methods.registry import get_method
+
+    name = cfg.method.get("name") if isinstance(cfg.method, DictConfig) else None
+    if not name:
+        raise ConfigError("the method config has no 'name'")
+    cls = get_method(name)
+    mcfg = OmegaConf.to_object(validate_method_config(cfg.method, cls.Config))
+    return cls(cfg, mcfg)
+
+
+def run(cfg: DictConfig) -> Path:
+    """Run the configured pipeline; returns the report path."""
+    from reasonalign.eval.report import write_report
+    from reasonalign.pipeline import run_pipeline
+
+    method = build_method(cfg)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(
+        OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))))
+    log.info("method %s, model %s, run dir %s", method.name, cfg.model.name, run_dir.resolve())
+    results = run_pipeline(method.stages(), run_dir)
+    _, report = write_report(run_dir, method.name, results, cfg.model.name)
+    final = method.final_stage
+    if final:
+        log.info("final model: %s", (results[final].path / "model").resolve())
+    print(f"report: {report.resolve()}")
+    return report
+
+
+def _task(cfg: DictConfig) -> None:
+    from reasonalign.data.schema import DataError
+
+    try:
+        run(cfg)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    register_configs()
+    hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(_task)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Rates with 95% Wilson score intervals."""
+
+from __future__ import annotations
+
+import math
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for ``k`` successes out of ``n`` (``(nan, nan)`` when n = 0)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def rate(flags: list[bool]) -> dict:
+    """``{"rate", "k", "n", "ci95": [lo, hi]}`` for a list of booleans."""
+    n, k = len(flags), sum(bool(f) for f in flags)
+    lo, hi = wilson(k, n)
+    return {"rate": (k / n) if n else math.nan, "k": k, "n": n, "ci95": [lo, hi]}

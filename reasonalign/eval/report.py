@@ -1,0 +1,75 @@
+"""The run's ``metrics.json`` and ``report.md``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from reasonalign.pipeline import StageResult, read_jsonl
+
+
+def _fmt(r: dict | None) -> str:
+    if not r or r.get("n", 0) == 0 or (isinstance(r.get("rate"), float) and math.isnan(r["rate"])):
+        return "–"
+    lo, hi = r["ci95"]
+    return f"{100 * r['rate']:.1f}% [{100 * lo:.0f}–{100 * hi:.0f}] (n={r['n']})"
+
+
+def write_report(run_dir: Path, method: str, results: dict[str, StageResult], model_name: str) -> tuple[Path, Path]:
+    run_dir = Path(run_dir)
+    metrics = {"method": method, "model": model_name,
+               "stages": {n: {"fingerprint": r.fingerprint, "skipped": r.skipped, "seconds": round(r.seconds, 2),
+                              "metrics": r.metrics} for n, r in results.items()}}
+    evals = {n: r for n, r in results.items() if n.startswith("eval_")}
+    metrics["eval"] = {n.removeprefix("eval_"): r.metrics for n, r in evals.items()}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+
+    lines = [f"# reasonalign report: `{method}` on `{model_name}`", ""]
+    lines += ["## Evaluation (held-out prompts, refusal judge, 95% Wilson intervals)", "",
+              "| model | harmful compliance ↓ | benign+borderline compliance ↑ | benign | borderline | mean response tokens |",
+              "|---|---|---|---|---|---|"]
+    for n, r in evals.items():
+        m = r.metrics
+        lines.append(f"| {n.removeprefix('eval_')} | {_fmt(m.get('harmful_compliance'))} | "
+                     f"{_fmt(m.get('benign_compliance'))} | {_fmt(m.get('benign_only_compliance'))} | "
+                     f"{_fmt(m.get('borderline_compliance'))} | {m.get('mean_response_tokens', 0):.1f} |")
+    lines.append("")
+    split = results.get("prompts")
+    if split:
+        rep = split.metrics.get("split_report", {})
+        lines += ["## Data", "", f"- train prompts: {split.metrics.get('train')}, eval prompts: {split.metrics.get('eval')}",
+                  f"- split report (dedup, leakage check): `{json.dumps(rep, default=str)[:600]}`", ""]
+    train = {n: r for n, r in results.items() if "steps" in r.metrics}
+    if train:
+        lines += ["## Training", "", "| stage | steps | loss first → last | reward margin first → last | rel. param change |",
+                  "|---|---|---|---|---|"]
+        for n, r in train.items():
+            m = r.metrics
+            loss = m.get("loss", {})
+            mar = m.get("rewards/margins", {})
+            lines.append(f"| {n} | {m['steps']} | {_pair(loss)} | {_pair(mar)} | {m.get('relative_param_change', 0):.4f} |")
+        lines.append("")
+    for n, r in evals.items():
+        judged = r.path / "judged.jsonl"
+        if judged.exists():
+            rows = read_jsonl(judged)
+            lines += [f"## Sample generations: {n.removeprefix('eval_')}", ""]
+            for label in ("harmful", "borderline", "benign"):
+                for row in [x for x in rows if x["label"] == label][:2]:
+                    resp = row["response"].replace("\n", " ")[:240]
+                    lines.append(f"- **{label}** ({'complied' if row['complied'] else 'refused'}): "
+                                 f"_{row['text'][:120]}_ → {resp}")
+            lines.append("")
+    lines += ["## Stages", "", "| stage | fingerprint | status | seconds |", "|---|---|---|---|"]
+    for n, r in results.items():
+        lines.append(f"| {n} | `{r.fingerprint}` | {'skipped (finished)' if r.skipped else 'ran'} | {r.seconds:.1f} |")
+    report = run_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return run_dir / "metrics.json", report
+
+
+def _pair(d: dict) -> str:
+    if not d:
+        return "–"
+    return f"{d['first_quarter_mean']:.3f} → {d['last_quarter_mean']:.3f}"

@@ -1,0 +1,65 @@
+"""The evaluation stage: generate on held-out prompts, judge, and compute the headline rates.
+
+* harmful compliance (attack success): share of ``harmful`` prompts the model complied with;
+* benign compliance: share of ``benign`` and ``borderline`` prompts it answered (1 - over-refusal),
+  also reported for each label on its own;
+* mean response length in tokens, and generation throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from reasonalign.config import EvalConfig, ModelConfig
+from reasonalign.eval.metrics import rate
+from reasonalign.pipeline import read_jsonl, write_jsonl
+
+log = logging.getLogger("reasonalign.eval")
+
+
+def compute_metrics(rows: list[dict]) -> dict:
+    """Rates from judged rows ``{"label", "complied", "n_tokens"}``."""
+    by = lambda labels: [r["complied"] for r in rows if r["label"] in labels]  # noqa: E731
+    out = {
+        "harmful_compliance": rate(by({"harmful"})),
+        "benign_compliance": rate(by({"benign", "borderline"})),
+    }
+    if by({"benign"}):
+        out["benign_only_compliance"] = rate(by({"benign"}))
+    if by({"borderline"}):
+        out["borderline_compliance"] = rate(by({"borderline"}))
+    toks = [r["n_tokens"] for r in rows]
+    out["mean_response_tokens"] = sum(toks) / len(toks) if toks else 0.0
+    out["n_prompts"] = len(rows)
+    return out
+
+
+def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg: ModelConfig,
+                   eval_cfg: EvalConfig) -> dict:
+    from reasonalign.components.generation import generate_resumable
+    from reasonalign.components.judges import get_judge
+    from reasonalign.models import chat_messages, load_model, load_tokenizer
+
+    prompts = read_jsonl(prompts_file)
+    model, tok = load_model(model_cfg, model_path), load_tokenizer(model_cfg, model_path)
+    items = [{"id": p["id"], "messages": chat_messages(model_cfg, p["text"])} for p in prompts]
+    t0 = time.time()
+    gens = generate_resumable(model, tok, items, eval_cfg.generation, Path(out_dir) / "generations.jsonl",
+                              desc=f"eval {Path(out_dir).name.removesuffix('.partial')}")
+    seconds = time.time() - t0
+    judge = get_judge(eval_cfg.judge)
+    complied = judge.judge([p["text"] for p in prompts], [g["response"] for g in gens])
+    rows = [{**p, "response": g["response"], "n_tokens": g["n_tokens"], "complied": c}
+            for p, g, c in zip(prompts, gens, complied, strict=True)]
+    write_jsonl(Path(out_dir) / "judged.jsonl", rows)
+    metrics = compute_metrics(rows)
+    metrics["model_path"] = model_path
+    metrics["generation_seconds"] = round(seconds, 2)
+    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("eval: harmful compliance %.3f, benign compliance %.3f, mean tokens %.1f",
+             metrics["harmful_compliance"]["rate"], metrics["benign_compliance"]["rate"],
+             metrics["mean_response_tokens"])
+    return metrics

@@ -1,0 +1,165 @@
+"""Stages that methods share: prompts, base-model answers, baseline data, SFT, DPO, evaluation.
+
+Each builder returns a :class:`~reasonalign.pipeline.Stage` whose ``config`` is exactly the config
+slice that shapes its output, so a change re-runs that stage and, through the fingerprints,
+everything downstream, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from reasonalign.config import Config
+from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
+from reasonalign.paths import cache_dir
+
+log = logging.getLogger("reasonalign.stages")
+
+PROMPTS = "prompts"
+RESPONSES = "base_responses"
+BASELINE_DATA = "baseline_data"
+
+
+def model_dir_of(stage_path: Path) -> str:
+    return str(Path(stage_path) / "model")
+
+
+class CommonStages:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.cache = cache_dir(cfg.cache_dir)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def base_model_dir(self) -> str:
+        from reasonalign.models import resolve_model_dir
+
+        return resolve_model_dir(self.cfg.model, self.cache)
+
+    def _model_fp(self) -> dict:
+        return asdict(self.cfg.model)
+
+    def _init_dir(self, ctx: StageContext, init: str | None) -> str:
+        return model_dir_of(ctx.inputs[init]) if init else self.base_model_dir()
+
+    # -- data ------------------------------------------------------------------------------------
+    def prompts(self) -> Stage:
+        """Load every prompt source, dedup, split train/eval, run the leakage check."""
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.data.prompts import build_prompt_sets
+
+            train, evals, report = build_prompt_sets(self.cfg.data, self.cache)
+            write_jsonl(ctx.out / "train_prompts.jsonl", (r.to_dict() for r in train))
+            write_jsonl(ctx.out / "eval_prompts.jsonl", (r.to_dict() for r in evals))
+            (ctx.out / "split_report.json").write_text(json.dumps(report, indent=2, default=str))
+            log.info("prompts: %d train, %d eval; leakage check: %s", len(train), len(evals),
+                     report.get("leakage", report.get("leakage_removed")))
+            return {"train": len(train), "eval": len(evals), "split_report": report}
+
+        return Stage(PROMPTS, run, config=asdict(self.cfg.data))
+
+    def base_responses(self) -> Stage:
+        """The base model's own answers to the training prompts (batched, resumable)."""
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.components.generation import generate_resumable
+            from reasonalign.components.judges import get_judge
+            from reasonalign.models import chat_messages, load_model, load_tokenizer
+
+            prompts = read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl")
+            path = self.base_model_dir()
+            model, tok = load_model(self.cfg.model, path), load_tokenizer(self.cfg.model, path)
+            items = [{"id": p["id"], "messages": chat_messages(self.cfg.model, p["text"])} for p in prompts]
+            rows = generate_resumable(model, tok, items, self.cfg.responses, ctx.out / "generations.jsonl",
+                                      desc="base answers (train prompts)")
+            judge = get_judge(self.cfg.eval.judge)
+            complied = judge.judge([p["text"] for p in prompts], [r["response"] for r in rows])
+            out = [{**p, "response": r["response"], "n_tokens": r["n_tokens"], "complied": c}
+                   for p, r, c in zip(prompts, rows, complied, strict=True)]
+            write_jsonl(ctx.out / "responses.jsonl", out)
+            return {"n": len(out), **_compliance(out)}
+
+        return Stage(RESPONSES, run, deps=[PROMPTS],
+                     config={"model": self._model_fp(), "generation": asdict(self.cfg.responses),
+                             "judge": self.cfg.eval.judge})
+
+    def baseline_data(self) -> Stage:
+        """SFT records and preference pairs for the plain baselines (``components/pairs.py``)."""
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.components.pairs import build_baseline_data
+            from reasonalign.models import chat_messages
+
+            rows = read_jsonl(ctx.inputs[RESPONSES] / "responses.jsonl")
+            sft, pairs, counts = build_baseline_data(
+                rows, {r["id"]: r["response"] for r in rows}, {r["id"]: r["complied"] for r in rows},
+                prompt_messages=lambda t: chat_messages(self.cfg.model, t))
+            write_jsonl(ctx.out / "sft.jsonl", sft)
+            write_jsonl(ctx.out / "pairs.jsonl", pairs)
+            return {"sft_rows": len(sft), "pairs": len(pairs), **counts}
+
+        return Stage(BASELINE_DATA, run, deps=[RESPONSES], config={"system_prompt": self.cfg.model.system_prompt})
+
+    # -- training --------------------------------------------------------------------------------
+    def sft(self, name: str, data: tuple[str, str], init: str | None = None) -> Stage:
+        """SFT on ``data = (stage, file)``, starting from stage ``init``'s model (None: the base)."""
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.components.sft import train_sft
+
+            rows = read_jsonl(ctx.inputs[data[0]] / data[1])
+            return train_sft(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, self.cfg.trainer)
+
+        t = self.cfg.trainer
+        return Stage(name, run, deps=[data[0]] + ([init] if init else []),
+                     config={"model": self._model_fp(), "data_file": data[1], "sft": asdict(t.sft),
+                             "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save})
+
+    def dpo(self, name: str, data: tuple[str, str], init: str | None = None) -> Stage:
+        """DPO on ``data``; ``init``'s model is both the starting policy and the reference."""
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.components.dpo import train_dpo
+
+            rows = read_jsonl(ctx.inputs[data[0]] / data[1])
+            return train_dpo(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, self.cfg.trainer)
+
+        t = self.cfg.trainer
+        return Stage(name, run, deps=[data[0]] + ([init] if init else []),
+                     config={"model": self._model_fp(), "data_file": data[1], "dpo": asdict(t.dpo),
+                             "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save})
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def eval_stage(self, name: str, model_stage: str | None) -> Stage:
+        """Generate on the held-out prompts with ``model_stage``'s model (None: the base) and judge."""
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.eval.runner import evaluate_model
+
+            path = self._init_dir(ctx, model_stage)
+            return evaluate_model(path, ctx.inputs[PROMPTS] / "eval_prompts.jsonl", ctx.out,
+                                  self.cfg.model, self.cfg.eval)
+
+        return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []),
+                     config={"model": self._model_fp(), "eval": asdict(self.cfg.eval)})
+
+    def evaluation(self, final: str | None) -> list[Stage]:
+        """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model."""
+        out = []
+        if self.cfg.eval.evaluate_base or final is None:
+            out.append(self.eval_stage("eval_base", None))
+        if final is not None:
+            out.append(self.eval_stage("eval_final", final))
+        return out
+
+
+def _compliance(rows: list[dict]) -> dict:
+    out = {}
+    for label in ("harmful", "benign", "borderline"):
+        sel = [r["complied"] for r in rows if r["label"] == label]
+        if sel:
+            out[f"base_{label}_compliance"] = sum(sel) / len(sel)
+    return out
