@@ -1,0 +1,85 @@
+"""Every config group composes into the typed schema; bad keys and options fail at start-up."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from reasonalign.cli import build_method, conf_dir
+from reasonalign.config import Config, ConfigError, register_configs, validate_method_config
+
+CONF = Path(conf_dir())
+GROUPS = ["method", "model", "data", "trainer", "eval", "distributed"]
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_with(overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(group, option):
+    overrides = [f"{group}={option}"]
+    if (group, option) == ("model", "hf"):
+        overrides.append("model.name_or_path=some/model")
+    if (group, option) == ("data", "file"):
+        overrides.append("data.sources.0.uri=file:prompts.jsonl")
+    cfg = compose_with(overrides)
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, Config)
+    assert getattr(cfg, group).name in (option, "some/model")  # model=hf is named after its path
+    method = build_method(cfg)  # the method node validates against its dataclass
+    assert method.stages()
+
+
+def test_misspelled_key_fails_with_its_name():
+    with pytest.raises(Exception, match="learnin_rate"):
+        compose_with(["trainer.sft.learnin_rate=1e-4"])
+
+
+def test_wrong_type_fails():
+    with pytest.raises(Exception, match="max_steps"):
+        compose_with(["trainer.sft.max_steps=many"])
+
+
+def test_unknown_method_key_fails_with_its_name():
+    from reasonalign.methods.dpo import DPOMethodConfig
+
+    cfg = compose_with(["+method.sft_warmpu=false"])
+    with pytest.raises(ConfigError, match="sft_warmpu"):
+        validate_method_config(cfg.method, DPOMethodConfig)
+
+
+def run_cli(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "reasonalign", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=900)
+
+
+def test_cli_unknown_option_lists_choices():
+    r = run_cli("method=nosuch")
+    assert r.returncode != 0
+    assert "Available options in 'method'" in r.stderr and "dpo" in r.stderr and "sft" in r.stderr
+
+
+def test_cli_misspelled_key_names_it():
+    r = run_cli("trainer.dpo.bta=0.2")
+    assert r.returncode != 0
+    assert "bta" in r.stderr
+
+
+def test_cli_help_lists_groups_and_options():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for group in GROUPS:
+        assert group in r.stdout
+    for opt in ("smollm2-135m", "tiny-random", "sft", "dpo"):
+        assert opt in r.stdout
