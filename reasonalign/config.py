@@ -148,6 +148,19 @@ class DistributedConfig:
 
 
 @dataclass
+class CoTConfig:
+    """Delimiters and step names of the reasoning format (``reasonalign/components/cot.py``)."""
+
+    open_tag: str = "<think>"
+    close_tag: str = "</think>"
+    ex_ante_steps: list[str] = field(
+        default_factory=lambda: ["Initial assessment", "Rule verification", "Path calibration"])
+    long_chain_steps: list[str] = field(
+        default_factory=lambda: ["Understanding the request", "Intent and context", "Policy check",
+                                 "Reflection", "Decision"])
+
+
+@dataclass
 class Config:
     method: Any = MISSING  # checked against the chosen Method's own dataclass
     model: ModelConfig = MISSING
@@ -160,6 +173,9 @@ class Config:
     # generation of training responses (self-distillation of the base model)
     responses: GenerationSettings = field(default_factory=GenerationSettings)
     cache_dir: str | None = None  # default: $REASONALIGN_CACHE or ~/.cache/reasonalign
+    # safety rule set: a shipped name (reasonalign/components/rulesets/<name>.yaml) or a YAML path
+    rules: str = "default"
+    cot: CoTConfig = field(default_factory=CoTConfig)
 
 
 @dataclass
