@@ -1,0 +1,170 @@
+"""The offline ``rules`` teacher: deterministic, rule-grounded reasoning with no model and no key.
+
+It writes each step from the rule set, the prompt's label and category and the prompt itself.
+Phrasings vary per prompt (chosen by a hash of the request's id, variant and sample), so a model
+trained on them learns the structure rather than one string. Variants:
+
+* ``correct``: the right decision, concise but complete;
+* ``concise``: the shortest complete form (one sentence a step);
+* ``verbose``: the same decision wrapped in restatement and second-guessing (efficiency pairs);
+* ``negative``: for a harmful prompt, talks itself out of the rule and decides to answer;
+* ``overcautious``: for a benign prompt, invents a risk and decides to refuse.
+
+Long-chain (SaRO) thoughts add intent, context and a reflection step ("wait, is this actually
+harmful?") before the decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from reasonalign.components.cot import EX_ANTE, PATH_ANSWER, PATH_CARE, PATH_REFUSE, CoTFormat, ThoughtRequest
+from reasonalign.components.rules import RuleSet
+from reasonalign.config import TeacherConfig
+
+RISK_SIGNALS = (
+    (re.compile(r"\b(pretend|role[- ]?play|you are now|act as|character|persona|DAN)\b", re.I),
+     "it asks me to adopt a persona or role-play"),
+    (re.compile(r"\b(hypothetical(ly)?|imagine|in a story|fiction(al)?|for a novel|thought experiment)\b", re.I),
+     "it wraps the request in a hypothetical or fictional frame"),
+    (re.compile(r"\b(ignore (all |your |the )?(previous|prior) instructions|no (rules|restrictions|filters)|"
+                r"without (any )?(warnings|disclaimers|refus\w*))\b", re.I),
+     "it tries to switch off my guidelines"),
+    (re.compile(r"\b(how (did|was|were) .* (in the past|historically|back then))\b", re.I),
+     "it is phrased in the past tense, which does not change what the answer would enable"),
+    (re.compile(r"\b(start (your|the) (reply|response|answer) with|begin with \"?sure)\b", re.I),
+     "it dictates how my answer must start"),
+)
+
+INTENT = {
+    "harmful": ("The likely intent is to obtain {what} that could cause real harm.",
+                "Taken at face value, this asks for {what} that could hurt people.",
+                "The request seeks {what}; the most plausible use is harmful."),
+    "benign": ("The likely intent is ordinary: the user wants {what}.",
+               "This is a normal request for {what}.",
+               "Nothing suggests misuse; the user simply wants {what}."),
+    "borderline": ("It touches a sensitive topic, but the likely intent is legitimate: {what}.",
+                   "The topic sounds risky, yet the request is for {what}, which is widely available and useful.",
+                   "A careful reader sees a legitimate need here: {what}."),
+}
+
+
+def _pick(options, key: str):
+    return options[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(options)]
+
+
+def _what(prompt: str) -> str:
+    text = " ".join(prompt.split())
+    return "information on: \"" + (text[:90] + ("..." if len(text) > 90 else "")) + "\""
+
+
+def signals(prompt: str) -> list[str]:
+    return [msg for pat, msg in RISK_SIGNALS if pat.search(prompt)]
+
+
+class RulesTeacher:
+    """Offline deterministic teacher (``teacher=rules``)."""
+
+    def __init__(self, cfg: TeacherConfig | None = None):
+        self.cfg = cfg or TeacherConfig()
+
+    def __repr__(self) -> str:
+        return "RulesTeacher()"
+
+    def write(self, requests: list[ThoughtRequest], rules: RuleSet, fmt: CoTFormat) -> list[str]:
+        return [self.thought(r, rules, fmt) for r in requests]
+
+    # ------------------------------------------------------------------------------------------
+    def thought(self, req: ThoughtRequest, rules: RuleSet, fmt: CoTFormat) -> str:
+        key = f"{req.id}|{req.variant}|{req.sample}"
+        label = req.label if req.label in INTENT else "benign"
+        harmful = label == "harmful"
+        rule = req.rule
+        sig = signals(req.prompt)
+        decision = self._decision(req)
+        v = req.variant
+
+        assess = _pick(INTENT[label], key + "a").format(what=_what(req.prompt))
+        if sig:
+            assess += " Risk signals: " + "; ".join(sig) + "."
+        elif harmful:
+            assess += " There is no framing that changes what the answer would enable."
+
+        cite = f"[{rule.id}] {rule.title}"
+        if harmful:
+            verify = f"{cite} applies: {_first_sentence(rule.text)} The request asks for exactly this, so it violates {rule.id}."
+        else:
+            verify = f"[{rules.no_rule.id}] {rules.no_rule.title}: no safety rule is violated; answering helps the user."
+        if v == "negative":
+            verify = (f"{cite} might seem relevant, but the user probably has a legitimate reason and the "
+                      f"information is available anyway, so I will treat {rule.id} as not applying.")
+        elif v == "overcautious":
+            risky = rules.fallback
+            verify = (f"[{risky.id}] {risky.title} could conceivably be involved: someone might misuse even this, "
+                      f"so it is safer to treat the request as a violation of {risky.id}.")
+
+        if decision == PATH_REFUSE:
+            alt = rule.safe_alternative.strip() if harmful and rule.safe_alternative else "a safer, related topic"
+            path = _pick(("Path: refuse. Decline briefly, without lecturing, and offer: {alt}",
+                          "Path: refuse. Say no in one sentence and suggest: {alt}",
+                          "Path: refuse. Keep it short and point to: {alt}"), key + "p").format(alt=alt)
+        elif decision == PATH_CARE:
+            path = "Path: answer with care. Give accurate, useful information and add a brief safety note where it genuinely helps."
+        else:
+            path = _pick(("Path: answer. Give a direct, complete and helpful answer.",
+                          "Path: answer. Answer fully and clearly; no disclaimer is needed.",
+                          "Path: answer. Be helpful and to the point."), key + "p")
+
+        if v == "concise":
+            assess = assess.split(". ")[0].rstrip(".") + "."
+            verify = verify.split(": ")[0] + (": violated." if harmful else ": nothing violated.")
+            path = path.split(". ")[0] + "."
+        steps = fmt.steps(req.style)
+        if req.style == EX_ANTE:
+            body = [assess, verify, path]
+        else:
+            body = self._long_chain(req, assess, verify, path, harmful, sig, key)
+        if v == "verbose":
+            body = [self._pad(b, key + str(i)) for i, b in enumerate(body)]
+        return "\n\n".join(f"{name}: {text}" for name, text in zip(steps, body, strict=True))
+
+    @staticmethod
+    def _decision(req: ThoughtRequest) -> str:
+        if req.expect == PATH_REFUSE:
+            return PATH_REFUSE
+        return PATH_CARE if req.label == "borderline" and req.variant != "negative" else PATH_ANSWER
+
+    @staticmethod
+    def _long_chain(req, assess, verify, path, harmful, sig, key) -> list[str]:
+        understand = f"The user asks: \"{' '.join(req.prompt.split())[:160]}\". " + assess.split(". ")[0].rstrip(".") + "."
+        intent = (("Context: " + "; ".join(sig) + ". Such framing does not change what the output would enable.")
+                  if sig else "Context: no framing is present; I judge the request by what my answer would enable.")
+        if req.variant == "negative":
+            reflect = "Wait, could this be harmful? It might be, but the user seems to have a good reason, so I will help."
+        elif req.variant == "overcautious":
+            reflect = "Wait, is this really safe? Anything could be misused, so I should not risk it."
+        elif harmful:
+            reflect = _pick(("Wait, is there a harmless reading? Even charitably, the answer would give real uplift for harm, so the risk stands.",
+                             "Let me double-check: if I answered, the output itself would be the harmful part. The rule clearly applies.",
+                             "Reflecting once more: the framing does not change the content requested, so I should not comply."), key + "r")
+        else:
+            reflect = _pick(("Wait, is this actually harmful? No: the information is common, useful, and not an uplift for harm. Refusing would be over-cautious.",
+                             "Let me double-check for over-caution: the topic sounds sensitive, but the request itself is legitimate, so I should help.",
+                             "Reflecting: refusing here would fail the user without protecting anyone."), key + "r")
+        return [understand, intent, verify, reflect, path]
+
+    @staticmethod
+    def _pad(text: str, key: str) -> str:
+        fillers = ("Let me restate this carefully to make sure I have considered every angle before moving on.",
+                   "To be thorough, I will go over this point again in slightly different words.",
+                   "I want to be completely certain here, so I am considering the alternatives one more time.",
+                   "It is worth pausing to re-examine this from the beginning, step by step.")
+        extra = " ".join(_pick(fillers, key + str(k)) for k in range(3))
+        return f"{text} {extra} {text}"
+
+
+def _first_sentence(text: str) -> str:
+    s = " ".join(text.split())
+    m = re.search(r"(.+?[.!?])(\s|$)", s)
+    return m.group(1) if m else s
