@@ -35,9 +35,10 @@ def _pick(options: tuple[str, ...], key: str) -> str:
     return options[h % len(options)]
 
 
-def refusal_text(prompt_id: str) -> str:
-    """A deterministic, varied brief refusal with a safe alternative."""
-    return _pick(REFUSALS, prompt_id).format(alt=_pick(ALTERNATIVES, prompt_id + "/alt"))
+def refusal_text(prompt_id: str, alternative: str | None = None) -> str:
+    """A deterministic, varied brief refusal with a safe alternative (``alternative`` or a generic one)."""
+    alt = " ".join(alternative.split()) if alternative else _pick(ALTERNATIVES, prompt_id + "/alt")
+    return _pick(REFUSALS, prompt_id).format(alt=alt)
 
 
 def user(text: str) -> list[dict]:
@@ -77,3 +78,72 @@ def build_baseline_data(prompts: list[dict], answers: dict[str, str], complied: 
                           "rejected": assistant(refusal_text(pid))})
             counts["benign_pairs"] += 1
     return sft, pairs, counts
+
+
+# ------------------------------------------------------------------------------------------- ERPO
+def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=user) -> tuple[list, list, dict]:
+    """ERPO stage-1 SFT records and stage-2 pairs of three kinds.
+
+    ``refs``: ``{id: (row, rule, reference_answer)}`` with ``row`` a base-response row (``text``,
+    ``label``, ``complied``, ``response``); ``thought(id, variant)``: the validated teacher thought
+    or None. Kinds (each taken for a ``mix.<kind>`` share of eligible prompts):
+
+    * safety (harmful prompt the base model complied with): chosen = correct thought + refusal;
+      rejected = negative thought (rationalises compliance) + the base model's compliant answer;
+    * usefulness (benign/borderline): chosen = correct thought + helpful answer; rejected =
+      over-cautious thought + refusal;
+    * efficiency (any): same answer; chosen = concise thought; rejected = verbose thought.
+    """
+    sft, pairs = [], []
+    kinds = {"safety": 0, "usefulness": 0, "efficiency": 0}
+    for pid, (r, rule, ref) in refs.items():
+        correct = thought(pid, "correct")
+        if correct is None:
+            continue
+        prompt = prompt_messages(r["text"])
+        meta = {"id": pid, "label": r["label"], "category": r.get("category"), "rule": rule.id}
+        good = fmt.compose(correct, ref)
+        sft.append({**meta, "prompt": prompt, "completion": assistant(good)})
+        if r["label"] == "harmful":
+            neg = thought(pid, "negative")
+            if neg and r["complied"] and rng.random() < mix.safety:
+                pairs.append({**meta, "kind": "safety", "prompt": prompt, "chosen": assistant(good),
+                              "rejected": assistant(fmt.compose(neg, r["response"]))})
+                kinds["safety"] += 1
+        else:
+            over = thought(pid, "overcautious")
+            if over and rng.random() < mix.usefulness:
+                pairs.append({**meta, "kind": "usefulness", "prompt": prompt, "chosen": assistant(good),
+                              "rejected": assistant(fmt.compose(over, refusal_text(pid)))})
+                kinds["usefulness"] += 1
+        concise, verbose = thought(pid, "concise"), thought(pid, "verbose")
+        if concise and verbose and rng.random() < mix.efficiency:
+            pairs.append({**meta, "kind": "efficiency", "prompt": prompt,
+                          "chosen": assistant(fmt.compose(concise, ref)),
+                          "rejected": assistant(fmt.compose(verbose, ref))})
+            kinds["efficiency"] += 1
+    rng.shuffle(pairs)
+    return sft, pairs, kinds
+
+
+def best_worst_pairs(samples: list[dict], prompts: dict[str, dict], min_gap: float,
+                     prompt_messages=user) -> list[dict]:
+    """ERPO stage 3: per prompt, its best-scored sample (if correct) against its worst.
+
+    ``samples``: ``{"prompt_id", "response", "correct", "score"}``. A pair is kept when the best is
+    correct and beats the worst by ``min_gap``; its kind is ``decision`` when the worst is wrong and
+    ``length`` when both are correct (the shorter won).
+    """
+    groups: dict[str, list[dict]] = {}
+    for s in samples:
+        groups.setdefault(s["prompt_id"], []).append(s)
+    pairs = []
+    for pid in sorted(groups):
+        group = sorted(groups[pid], key=lambda s: -s["score"])
+        best, worst = group[0], group[-1]
+        if best["correct"] and best["score"] - worst["score"] >= min_gap:
+            p = prompts[pid]
+            pairs.append({"id": pid, "label": p["label"], "kind": "length" if worst["correct"] else "decision",
+                          "prompt": prompt_messages(p["text"]), "chosen": assistant(best["response"]),
+                          "rejected": assistant(worst["response"])})
+    return pairs

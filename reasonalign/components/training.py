@@ -35,7 +35,7 @@ def trl_kwargs(settings: Any, trainer_cfg: TrainerConfig, model_cfg: ModelConfig
         save_strategy="steps",
         save_steps=trainer_cfg.save_steps,
         save_total_limit=1,
-        bf16=on_gpu and model_cfg.dtype == "bfloat16",
+        bf16=(on_gpu and model_cfg.dtype == "bfloat16") if trainer_cfg.bf16 is None else trainer_cfg.bf16,
         fp16=on_gpu and model_cfg.dtype == "float16",
         use_cpu=not on_gpu,
         dataloader_num_workers=0,

@@ -36,6 +36,7 @@ class PromptRecord:
     label: str
     category: str = "unknown"
     source: str = ""
+    attack: str = ""  # jailbreak family when the prompt is a wrapped copy (reasonalign/data/jailbreaks.py)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,7 +13,7 @@ import logging
 import time
 from pathlib import Path
 
-from reasonalign.config import EvalConfig, ModelConfig
+from reasonalign.config import CoTConfig, EvalConfig, ModelConfig
 from reasonalign.eval.metrics import rate
 from reasonalign.pipeline import read_jsonl, write_jsonl
 
@@ -21,24 +21,35 @@ log = logging.getLogger("reasonalign.eval")
 
 
 def compute_metrics(rows: list[dict]) -> dict:
-    """Rates from judged rows ``{"label", "complied", "n_tokens"}``."""
+    """Rates from judged rows ``{"label", "complied", "n_tokens", ["attack", "thought_tokens"]}``."""
     by = lambda labels: [r["complied"] for r in rows if r["label"] in labels]  # noqa: E731
     out = {
         "harmful_compliance": rate(by({"harmful"})),
         "benign_compliance": rate(by({"benign", "borderline"})),
     }
+    harmful = [r for r in rows if r["label"] == "harmful"]
+    if any(r.get("attack") for r in harmful):
+        out["harmful_compliance_direct"] = rate([r["complied"] for r in harmful if not r.get("attack")])
+        out["harmful_compliance_jailbreak"] = rate([r["complied"] for r in harmful if r.get("attack")])
+        out["harmful_compliance_by_attack"] = {
+            a: rate([r["complied"] for r in harmful if r.get("attack") == a])
+            for a in sorted({r["attack"] for r in harmful if r.get("attack")})}
     if by({"benign"}):
         out["benign_only_compliance"] = rate(by({"benign"}))
     if by({"borderline"}):
         out["borderline_compliance"] = rate(by({"borderline"}))
     toks = [r["n_tokens"] for r in rows]
     out["mean_response_tokens"] = sum(toks) / len(toks) if toks else 0.0
+    thoughts = [r.get("thought_tokens", 0) for r in rows]
+    out["mean_thought_tokens"] = sum(thoughts) / len(thoughts) if thoughts else 0.0
+    out["with_thought"] = sum(t > 0 for t in thoughts) / len(thoughts) if thoughts else 0.0
     out["n_prompts"] = len(rows)
     return out
 
 
 def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg: ModelConfig,
-                   eval_cfg: EvalConfig) -> dict:
+                   eval_cfg: EvalConfig, cot: CoTConfig | None = None) -> dict:
+    from reasonalign.components.cot import CoTFormat, split_response
     from reasonalign.components.generation import generate_resumable
     from reasonalign.components.judges import get_judge
     from reasonalign.models import chat_messages, load_model, load_tokenizer
@@ -52,8 +63,13 @@ def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg
     seconds = time.time() - t0
     judge = get_judge(eval_cfg.judge)
     complied = judge.judge([p["text"] for p in prompts], [g["response"] for g in gens])
-    rows = [{**p, "response": g["response"], "n_tokens": g["n_tokens"], "complied": c}
-            for p, g, c in zip(prompts, gens, complied, strict=True)]
+    fmt = CoTFormat(cot)
+    rows = []
+    for p, g, c in zip(prompts, gens, complied, strict=True):
+        thought, _ = split_response(g["response"], fmt)
+        n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought else 0
+        rows.append({**p, "response": g["response"], "n_tokens": g["n_tokens"], "thought_tokens": n_thought,
+                     "complied": c})
     write_jsonl(Path(out_dir) / "judged.jsonl", rows)
     metrics = compute_metrics(rows)
     metrics["model_path"] = model_path

@@ -13,8 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from reasonalign.config import Config
-from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
 from reasonalign.paths import cache_dir
+from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
 
 log = logging.getLogger("reasonalign.stages")
 
@@ -49,9 +49,11 @@ class CommonStages:
         """Load every prompt source, dedup, split train/eval, run the leakage check."""
 
         def run(ctx: StageContext) -> dict:
+            from reasonalign.data.jailbreaks import augment_splits
             from reasonalign.data.prompts import build_prompt_sets
 
             train, evals, report = build_prompt_sets(self.cfg.data, self.cache)
+            train, evals = augment_splits(train, evals, self.cfg.data.jailbreak, self.cfg.data.seed)
             write_jsonl(ctx.out / "train_prompts.jsonl", (r.to_dict() for r in train))
             write_jsonl(ctx.out / "eval_prompts.jsonl", (r.to_dict() for r in evals))
             (ctx.out / "split_report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -141,10 +143,10 @@ class CommonStages:
 
             path = self._init_dir(ctx, model_stage)
             return evaluate_model(path, ctx.inputs[PROMPTS] / "eval_prompts.jsonl", ctx.out,
-                                  self.cfg.model, self.cfg.eval)
+                                  self.cfg.model, self.cfg.eval, self.cfg.cot)
 
         return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []),
-                     config={"model": self._model_fp(), "eval": asdict(self.cfg.eval)})
+                     config={"model": self._model_fp(), "eval": asdict(self.cfg.eval), "cot": asdict(self.cfg.cot)})
 
     def evaluation(self, final: str | None) -> list[Stage]:
         """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model."""

@@ -50,13 +50,17 @@ INTENT = {
 }
 
 
+CONCISE = {"harmful": "A request for harmful help", "benign": "An ordinary request",
+           "borderline": "A sensitive but legitimate request"}
+
+
 def _pick(options, key: str):
     return options[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(options)]
 
 
 def _what(prompt: str) -> str:
     text = " ".join(prompt.split())
-    return "information on: \"" + (text[:90] + ("..." if len(text) > 90 else "")) + "\""
+    return "help with \"" + (text[:60] + ("..." if len(text) > 60 else "")) + "\""
 
 
 def signals(prompt: str) -> list[str]:
@@ -93,7 +97,9 @@ class RulesTeacher:
 
         cite = f"[{rule.id}] {rule.title}"
         if harmful:
-            verify = f"{cite} applies: {_first_sentence(rule.text)} The request asks for exactly this, so it violates {rule.id}."
+            verify = _pick((f"{cite} applies: the request asks for what this rule forbids, so it violates {rule.id}.",
+                            f"{cite} covers this: answering would give the help the rule forbids. Violates {rule.id}.",
+                            f"{cite} is the relevant rule, and the request breaks it ({rule.id} violated)."), key + "v")
         else:
             verify = f"[{rules.no_rule.id}] {rules.no_rule.title}: no safety rule is violated; answering helps the user."
         if v == "negative":
@@ -105,10 +111,9 @@ class RulesTeacher:
                       f"so it is safer to treat the request as a violation of {risky.id}.")
 
         if decision == PATH_REFUSE:
-            alt = rule.safe_alternative.strip() if harmful and rule.safe_alternative else "a safer, related topic"
-            path = _pick(("Path: refuse. Decline briefly, without lecturing, and offer: {alt}",
-                          "Path: refuse. Say no in one sentence and suggest: {alt}",
-                          "Path: refuse. Keep it short and point to: {alt}"), key + "p").format(alt=alt)
+            path = _pick(("Path: refuse. Decline briefly, without lecturing, and offer a safe alternative.",
+                          "Path: refuse. Say no in one sentence and suggest something safe instead.",
+                          "Path: refuse. Keep it short and point to a safer, related topic."), key + "p")
         elif decision == PATH_CARE:
             path = "Path: answer with care. Give accurate, useful information and add a brief safety note where it genuinely helps."
         else:
@@ -117,8 +122,8 @@ class RulesTeacher:
                           "Path: answer. Be helpful and to the point."), key + "p")
 
         if v == "concise":
-            assess = assess.split(". ")[0].rstrip(".") + "."
-            verify = verify.split(": ")[0] + (": violated." if harmful else ": nothing violated.")
+            assess = CONCISE[label] + (f"; {sig[0]}" if sig else "") + "."
+            verify = f"{cite}: violated." if harmful else f"[{rules.no_rule.id}] {rules.no_rule.title}: nothing violated."
             path = path.split(". ")[0] + "."
         steps = fmt.steps(req.style)
         if req.style == EX_ANTE:
@@ -137,7 +142,7 @@ class RulesTeacher:
 
     @staticmethod
     def _long_chain(req, assess, verify, path, harmful, sig, key) -> list[str]:
-        understand = f"The user asks: \"{' '.join(req.prompt.split())[:160]}\". " + assess.split(". ")[0].rstrip(".") + "."
+        understand = assess.split(". ")[0].rstrip(".") + "."
         intent = (("Context: " + "; ".join(sig) + ". Such framing does not change what the output would enable.")
                   if sig else "Context: no framing is present; I judge the request by what my answer would enable.")
         if req.variant == "negative":
@@ -160,11 +165,5 @@ class RulesTeacher:
                    "To be thorough, I will go over this point again in slightly different words.",
                    "I want to be completely certain here, so I am considering the alternatives one more time.",
                    "It is worth pausing to re-examine this from the beginning, step by step.")
-        extra = " ".join(_pick(fillers, key + str(k)) for k in range(3))
-        return f"{text} {extra} {text}"
+        return f"{text} {_pick(fillers, key)} {_pick(fillers, key + 'x')} Restating: {text}"
 
-
-def _first_sentence(text: str) -> str:
-    s = " ".join(text.split())
-    m = re.search(r"(.+?[.!?])(\s|$)", s)
-    return m.group(1) if m else s

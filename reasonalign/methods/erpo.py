@@ -1,0 +1,256 @@
+"""ERPO: Ex-Ante Reasoning Preference Optimization (Feng et al., 2025; docs/methods/erpo.md).
+
+1. ``erpo_data``: the teacher writes a rule-embedded ex-ante thought (initial assessment, rule
+   verification citing rule ids, path calibration) for every training prompt, plus the variant
+   thoughts the preference pairs need (negative, over-cautious, concise, verbose); the validator
+   rejects malformed ones. SFT records: prompt -> thought + safe reference answer (a refusal with
+   the rule's safe alternative for harmful prompts, the base model's own answer for benign ones).
+2. ``sft``: ex-ante SFT. ``dpo``: DPO on three kinds of pairs (safety, usefulness, efficiency)
+   mixed by ``pair_mix``, from the SFT model (also the reference).
+3. ``lcpo_1..T``: length-controlled iterative preference optimisation. Each iteration samples
+   ``samples_per_prompt`` responses per prompt from the current policy, judges the decision and
+   measures the thought's length, scores ``correct - lambda_t * length/length_norm`` with
+   ``lambda_t`` from the length-penalty scheduler, pairs the best against the worst response of
+   each prompt, and runs DPO with the current policy as reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from reasonalign.components.length import LengthSchedule
+from reasonalign.config import MethodConfig
+from reasonalign.methods.base import Method
+from reasonalign.methods.stages import PROMPTS, RESPONSES, model_dir_of
+from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
+
+log = logging.getLogger("reasonalign.erpo")
+
+DATA = "erpo_data"
+
+
+@dataclass
+class PairMix:
+    """Share of eligible prompts that contribute a pair of each kind (0 turns a kind off)."""
+
+    safety: float = 1.0
+    usefulness: float = 1.0
+    efficiency: float = 0.5
+
+
+@dataclass
+class LCPOConfig:
+    """Stage 3: length-controlled iterative preference optimisation."""
+
+    iterations: int = 2  # T (0 turns stage 3 off)
+    samples_per_prompt: int = 4  # K
+    prompts_per_iteration: int = 32  # training prompts sampled per iteration (seeded)
+    temperature: float = 0.9
+    top_p: float = 0.95
+    max_new_tokens: int = 192
+    batch_size: int = 16
+    min_score_gap: float = 0.02  # pair a prompt's best and worst only if their scores differ this much
+    max_steps: int = -1  # DPO steps per iteration (-1: trainer.dpo's epochs)
+    # lambda_t's schedule; its ``iterations`` is always set from ``lcpo.iterations``
+    schedule: LengthSchedule = field(default_factory=lambda: LengthSchedule(
+        kind="linear", lambda_start=0.3, lambda_end=0.5, length_norm=256.0, lambda_max=1.0))
+
+
+@dataclass
+class ERPOConfig(MethodConfig):
+    style: str = "ex_ante"
+    pair_mix: PairMix = field(default_factory=PairMix)
+    # safety pairs' rejected side: a negative thought followed by the base model's own compliant
+    # answer; harmful prompts the base model refused give no safety pair
+    seed: int = 0
+    evaluate_stage2: bool = True  # also evaluate the stage-2 (DPO) model, to show what stage 3 changes
+    lcpo: LCPOConfig = field(default_factory=LCPOConfig)
+
+
+class ERPOMethod(Method):
+    name = "erpo"
+    Config = ERPOConfig
+    description = "ex-ante rule-embedded reasoning SFT, three-kind DPO, length-controlled iterative PO"
+
+    def stages(self):
+        s = self.common
+        m: ERPOConfig = self.mcfg
+        stages = [s.prompts(), s.base_responses(), self.data_stage(),
+                  s.sft("sft", data=(DATA, "sft.jsonl")),
+                  s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft")]
+        prev = "dpo"
+        for t in range(1, m.lcpo.iterations + 1):
+            stages.append(self.lcpo_stage(t, prev))
+            prev = f"lcpo_{t}"
+        evals = s.evaluation(final=prev)
+        if m.evaluate_stage2 and prev != "dpo":
+            evals.insert(-1, s.eval_stage("eval_dpo", "dpo"))
+        return stages + evals
+
+    @property
+    def final_stage(self):
+        t = self.mcfg.lcpo.iterations
+        return f"lcpo_{t}" if t > 0 else "dpo"
+
+    # ------------------------------------------------------------------------------ stage 1 data
+    def data_stage(self) -> Stage:
+        cfg, m = self.config, self.mcfg
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.components.cot import CoTFormat, ThoughtRequest, generate_thoughts
+            from reasonalign.components.pairs import build_reasoning_pairs, refusal_text
+            from reasonalign.components.rules import load_rules
+            from reasonalign.components.teachers.base import make_teacher
+            from reasonalign.models import chat_messages
+
+            rules = load_rules(cfg.rules)
+            fmt = CoTFormat(cfg.cot)
+            rows = read_jsonl(ctx.inputs[RESPONSES] / "responses.jsonl")
+            refs, reqs, skipped = {}, [], 0
+            for r in rows:
+                rule = rules.for_prompt(r["text"], r.get("category"), r["label"])
+                harmful = r["label"] == "harmful"
+                if harmful:
+                    ref = refusal_text(r["id"], rule.safe_alternative or None)
+                elif r["complied"]:
+                    ref = r["response"]
+                else:
+                    skipped += 1  # a benign prompt the base model refused: no helpful reference
+                    continue
+                refs[r["id"]] = (r, rule, ref)
+                variants = ["correct", "concise", "verbose", "negative" if harmful else "overcautious"]
+                reqs += [ThoughtRequest(r["id"], r["text"], r["label"], r.get("category", "unknown"), rule, ref,
+                                        style=m.style, variant=v) for v in variants]
+            teacher = make_teacher(cfg.teacher, cfg.model)
+            thoughts, counts = generate_thoughts(reqs, teacher, fmt, rules, ctx.out / "thoughts.jsonl",
+                                                 desc=f"teacher {cfg.teacher.name}: ex-ante thoughts",
+                                                 batch_size=max(cfg.teacher.batch_size, cfg.teacher.concurrency))
+
+            def thought(pid, variant):
+                row = thoughts.get(f"{pid}|{m.style}|{variant}|0")
+                return row["thought"] if row and row["ok"] else None
+
+            sft, pairs, kinds = build_reasoning_pairs(refs, thought, fmt, m.pair_mix, random.Random(m.seed),
+                                                      lambda t: chat_messages(cfg.model, t))
+            write_jsonl(ctx.out / "sft.jsonl", sft)
+            write_jsonl(ctx.out / "pairs.jsonl", pairs)
+            log.info("erpo data: %d SFT records, pairs %s, validator %s", len(sft), kinds, counts)
+            return {"sft_rows": len(sft), "pairs": len(pairs), "pairs_by_kind": kinds, "thoughts": counts,
+                    "benign_skipped_base_refused": skipped}
+
+        return Stage(DATA, run, deps=[RESPONSES],
+                     config={"style": m.style, "pair_mix": asdict(m.pair_mix), "seed": m.seed, "rules": cfg.rules,
+                             "cot": asdict(cfg.cot), "teacher": _teacher_fp(cfg.teacher),
+                             "system_prompt": cfg.model.system_prompt})
+
+    # ---------------------------------------------------------------------------- stage 3 (LCPO)
+    def lcpo_stage(self, t: int, init: str) -> Stage:
+        cfg, m = self.config, self.mcfg
+        lc = m.lcpo
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.components.cot import CoTFormat, split_response
+            from reasonalign.components.dpo import train_dpo
+            from reasonalign.components.generation import generate_resumable
+            from reasonalign.components.judges import get_judge
+            from reasonalign.components.length import LengthScheduler, score
+            from reasonalign.components.pairs import best_worst_pairs
+            from reasonalign.config import GenerationSettings
+            from reasonalign.models import chat_messages, load_model, load_tokenizer
+
+            fmt = CoTFormat(cfg.cot)
+            policy = model_dir_of(ctx.inputs[init])
+            scheduler = LengthScheduler(replace(lc.schedule, iterations=lc.iterations))
+            prev_marker = _marker_metrics(ctx.inputs[init])
+            observed = prev_marker.get("mean_thought_tokens")
+            if t > 1:
+                scheduler.load_state_dict(prev_marker["scheduler"])
+            lam = scheduler.next(observed)
+
+            prompts = read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl")
+            rng = random.Random(m.seed * 1000 + t)
+            prompts = sorted(rng.sample(prompts, min(lc.prompts_per_iteration, len(prompts))), key=lambda p: p["id"])
+            model, tok = load_model(cfg.model, policy), load_tokenizer(cfg.model, policy)
+            items = [{"id": f"{p['id']}#s{k}", "messages": chat_messages(cfg.model, p["text"])}
+                     for p in prompts for k in range(lc.samples_per_prompt)]
+            torch.manual_seed(m.seed * 1000 + t)
+            settings = GenerationSettings(max_new_tokens=lc.max_new_tokens, batch_size=lc.batch_size, do_sample=True,
+                                          temperature=lc.temperature, top_p=lc.top_p)
+            gens = generate_resumable(model, tok, items, settings, ctx.out / "generations.jsonl",
+                                      desc=f"lcpo {t}: sampling K={lc.samples_per_prompt}")
+            del model
+            judge = get_judge(cfg.eval.judge)
+            by_id = {p["id"]: p for p in prompts}
+            samples = []
+            for item, g in zip(items, gens, strict=True):
+                p = by_id[item["id"].rsplit("#s", 1)[0]]
+                thought, answer = split_response(g["response"], fmt)
+                complied = judge.judge([p["text"]], [g["response"]])[0]
+                correct = bool(thought) and bool(answer) and (complied != (p["label"] == "harmful"))
+                n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought else 0
+                samples.append({"id": item["id"], "prompt_id": p["id"], "label": p["label"], "response": g["response"],
+                                "complied": complied, "correct": correct, "thought_tokens": n_thought,
+                                "score": score(correct, n_thought, lam, lc.schedule)})
+            write_jsonl(ctx.out / "samples.jsonl", samples)
+            pairs = best_worst_pairs(samples, by_id, lc.min_score_gap, lambda t: chat_messages(cfg.model, t))
+            write_jsonl(ctx.out / "pairs.jsonl", pairs)
+            stats = _sample_stats(samples)
+            stats.update(iteration=t, lambda_t=lam, pairs=len(pairs),
+                         pairs_by_kind={k: sum(p["kind"] == k for p in pairs) for k in ("length", "decision")},
+                         scheduler=scheduler.state_dict())
+            log.info("lcpo %d: lambda %.3f, %d pairs, samples %s", t, lam, len(pairs),
+                     {k: stats[k] for k in ("correct", "mean_thought_tokens")})
+            if pairs:
+                trainer = cfg.trainer
+                if lc.max_steps > 0:
+                    trainer = _with_dpo_steps(trainer, lc.max_steps)
+                stats["dpo"] = train_dpo(policy, pairs, ctx.out, cfg.model, trainer)
+            else:  # nothing to prefer: the policy carries over unchanged
+                shutil.copytree(policy, ctx.out / "model")
+            return stats
+
+        return Stage(f"lcpo_{t}", run, deps=[PROMPTS, init],
+                     config={"t": t, "lcpo": asdict(lc), "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
+                             "dpo": asdict(cfg.trainer.dpo), "finetune": cfg.trainer.finetune,
+                             "lora": asdict(cfg.trainer.lora)})
+
+
+def _a(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _teacher_fp(t) -> dict:
+    """The teacher settings that shape its output (not its concurrency, retries or key)."""
+    d = asdict(t)
+    for k in ("concurrency", "max_retries", "timeout_s", "backoff_s", "api_key_env", "batch_size"):
+        d.pop(k, None)
+    return d
+
+
+def _marker_metrics(stage_dir) -> dict:
+    from reasonalign.pipeline import read_marker
+
+    return (read_marker(stage_dir) or {}).get("metrics", {})
+
+
+def _sample_stats(samples: list[dict]) -> dict:
+    def mean(xs):
+        xs = list(xs)
+        return sum(xs) / len(xs) if xs else 0.0
+
+    harmful = [s for s in samples if s["label"] == "harmful"]
+    benign = [s for s in samples if s["label"] != "harmful"]
+    return {"samples": len(samples), "correct": mean(s["correct"] for s in samples),
+            "harmful_compliance": mean(s["complied"] for s in harmful),
+            "benign_compliance": mean(s["complied"] for s in benign),
+            "mean_thought_tokens": mean(s["thought_tokens"] for s in samples)}
+
+
+def _with_dpo_steps(trainer, steps: int):
+    return replace(trainer, dpo=replace(trainer.dpo, max_steps=steps))
+
