@@ -83,3 +83,18 @@ def test_cli_help_lists_groups_and_options():
         assert group in r.stdout
     for opt in ("smollm2-135m", "tiny-random", "sft", "dpo"):
         assert opt in r.stdout
+
+
+RECIPES = sorted((CONF.parent / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_recipe_composes_and_names_its_command(recipe):
+    """The exact command in the recipe's header composes a typed config (printed, not run)."""
+    assert f"--config-dir recipes --config-name {recipe.stem}" in recipe.read_text()
+    r = run_cli("--config-dir", "recipes", "--config-name", recipe.stem, "--cfg", "job", cwd=CONF.parent)
+    assert r.returncode == 0, r.stderr
+    cfg = OmegaConf.create(r.stdout)
+    obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
+    assert obj.model.kind == "hf" and obj.model.dtype == "bfloat16"
+    build_method(OmegaConf.merge(OmegaConf.structured(Config), cfg)).stages()
