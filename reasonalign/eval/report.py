@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from reasonalign.pipeline import StageResult, read_jsonl
@@ -27,19 +28,33 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
 
     lines = [f"# reasonalign report: `{method}` on `{model_name}`", ""]
     lines += ["## Evaluation (held-out prompts, refusal judge, 95% Wilson intervals)", "",
-              "| model | harmful compliance ↓ | benign+borderline compliance ↑ | benign | borderline | mean response tokens |",
-              "|---|---|---|---|---|---|"]
+              "| model | harmful compliance ↓ | direct | jailbreak-wrapped | benign+borderline compliance ↑ | benign "
+              "| borderline | mean response tokens | mean thought tokens |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for n, r in evals.items():
         m = r.metrics
-        lines.append(f"| {n.removeprefix('eval_')} | {_fmt(m.get('harmful_compliance'))} | "
-                     f"{_fmt(m.get('benign_compliance'))} | {_fmt(m.get('benign_only_compliance'))} | "
-                     f"{_fmt(m.get('borderline_compliance'))} | {m.get('mean_response_tokens', 0):.1f} |")
+        lines.append(
+            f"| {n.removeprefix('eval_')} | {_fmt(m.get('harmful_compliance'))} | {_fmt(m.get('harmful_compliance_direct'))} | "
+            f"{_fmt(m.get('harmful_compliance_jailbreak'))} | {_fmt(m.get('benign_compliance'))} | "
+            f"{_fmt(m.get('benign_only_compliance'))} | {_fmt(m.get('borderline_compliance'))} | "
+            f"{m.get('mean_response_tokens', 0):.1f} | {m.get('mean_thought_tokens', 0):.1f} |")
     lines.append("")
+    attacks = sorted({a for r in evals.values() for a in r.metrics.get("harmful_compliance_by_attack", {})})
+    if attacks:
+        lines += ["Harmful compliance by jailbreak family:", "",
+                  "| model | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]
+        for n, r in evals.items():
+            by = r.metrics.get("harmful_compliance_by_attack", {})
+            lines.append(f"| {n.removeprefix('eval_')} | " + " | ".join(_fmt(by.get(a)) for a in attacks) + " |")
+        lines.append("")
     split = results.get("prompts")
     if split:
         rep = split.metrics.get("split_report", {})
-        lines += ["## Data", "", f"- train prompts: {split.metrics.get('train')}, eval prompts: {split.metrics.get('eval')}",
-                  f"- split report (dedup, leakage check): `{json.dumps(rep, default=str)[:600]}`", ""]
+        lines += ["## Data", "", f"- train prompts: {split.metrics.get('train')}, eval prompts: {split.metrics.get('eval')} "
+                  "(both include jailbreak-wrapped copies of harmful prompts)",
+                  f"- per label, before wrapping: train {rep.get('train')}, eval {rep.get('eval')}",
+                  f"- dedup removed {rep.get('dedup_removed', 0)}; train/eval leakage removed: "
+                  f"{json.dumps(rep.get('leakage_removed', {}), default=str)[:300]}", ""]
     train = {n: r for n, r in results.items() if "steps" in r.metrics}
     if train:
         lines += ["## Training", "", "| stage | steps | loss first → last | reward margin first → last | rel. param change |",
@@ -49,6 +64,20 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
             loss = m.get("loss", {})
             mar = m.get("rewards/margins", {})
             lines.append(f"| {n} | {m['steps']} | {_pair(loss)} | {_pair(mar)} | {m.get('relative_param_change', 0):.4f} |")
+        lines.append("")
+    analyses = {n: r for n, r in results.items() if n.startswith("analysis_") and "knn_purity" in r.metrics}
+    if analyses:
+        lines += ["## Embedding-space analysis (held-out prompts, harmful vs not)", "",
+                  "| model | n | pooling | k-NN purity | silhouette | purity by group | plots |",
+                  "|---|---|---|---|---|---|---|"]
+        for n, r in analyses.items():
+            m = r.metrics
+            sil = "–" if m.get("silhouette") is None else f"{m['silhouette']:.3f}"
+            groups = ", ".join(f"{g} {v:.2f}" for g, v in m.get("knn_purity_by_group", {}).items())
+            plots = ", ".join(f"[{key.removesuffix('_png')}]({Path(os.path.relpath(r.path, run_dir)) / m[key]})"
+                              for key in ("pca_png", "tsne_png") if m.get(key))
+            lines.append(f"| {n.removeprefix('analysis_')} | {m.get('n')} | {m.get('pooling', '–')} | "
+                         f"{m['knn_purity']:.3f} (k={m.get('k')}) | {sil} | {groups} | {plots} |")
         lines.append("")
     for n, r in evals.items():
         judged = r.path / "judged.jsonl"
