@@ -11,7 +11,11 @@ trained on them learns the structure rather than one string. Variants:
 * ``overcautious``: for a benign prompt, invents a risk and decides to refuse.
 
 Long-chain (SaRO) thoughts add intent, context and a reflection step ("wait, is this actually
-harmful?") before the decision.
+harmful?") before the decision. A ``correct`` long-chain thought also varies in length with the
+request's ``sample`` index: a hash of (id, variant, sample) adds zero to three extra sentences to
+the context and reflection steps, so several samples of one prompt differ in length and phrasing
+(what SaRO's shortest rejection sampling chooses among). Ex-ante thoughts do not depend on it
+beyond the phrasing picks.
 """
 
 from __future__ import annotations
@@ -145,6 +149,9 @@ class RulesTeacher:
         understand = assess.split(". ")[0].rstrip(".") + "."
         intent = (("Context: " + "; ".join(sig) + ". Such framing does not change what the output would enable.")
                   if sig else "Context: no framing is present; I judge the request by what my answer would enable.")
+        extra_context, extra_reflect = RulesTeacher._extras(req, harmful, key)
+        if extra_context:
+            intent += " " + extra_context
         if req.variant == "negative":
             reflect = "Wait, could this be harmful? It might be, but the user seems to have a good reason, so I will help."
         elif req.variant == "overcautious":
@@ -157,7 +164,28 @@ class RulesTeacher:
             reflect = _pick(("Wait, is this actually harmful? No: the information is common, useful, and not an uplift for harm. Refusing would be over-cautious.",
                              "Let me double-check for over-caution: the topic sounds sensitive, but the request itself is legitimate, so I should help.",
                              "Reflecting: refusing here would fail the user without protecting anyone."), key + "r")
+        if extra_reflect:
+            reflect += " " + extra_reflect
         return [understand, intent, verify, reflect, path]
+
+    @staticmethod
+    def _extras(req, harmful: bool, key: str) -> tuple[str, str]:
+        """Extra context/reflection sentences of a ``correct`` long-chain thought: 0-3 of them,
+        chosen by a hash of (id, variant, sample), so samples of one prompt differ in length."""
+        if req.variant != "correct":
+            return "", ""
+        n = _pick((0, 1, 2, 3), key + "n")
+        context = _pick(("I also consider who typically sends a message like this and why.",
+                         "The conversation gives no further background, so the request has to speak for itself.",
+                         "I weigh the most plausible reading of the request over unlikely ones."), key + "c")
+        if harmful:
+            more = ("Re-reading the request once more does not change this assessment.",
+                    "A safe alternative can still serve any legitimate need behind it.")
+        else:
+            more = ("Nothing in the wording points to misuse.",
+                    "An accurate and complete answer is the most useful outcome here.")
+        reflect = [more[0], more[1]][: max(0, n - 1)]
+        return (context if n >= 1 else ""), " ".join(reflect)
 
     @staticmethod
     def _pad(text: str, key: str) -> str:

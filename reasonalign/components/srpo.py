@@ -1,0 +1,265 @@
+"""SaRO's safety-oriented reasoning process optimisation (SRPO): step splitting and the
+process- and outcome-level preference pairs (docs/methods/saro.md).
+
+A long-chain thought is split into units: its steps (``split="steps"``: by the step headers) or
+its sentences (``split="sentences"``: each step cut after ``.``/``!``/``?`` and at line breaks,
+the step's header staying with its first sentence). A *branch point* is a step name (by default
+``Reflection``), optionally moved ``sentence_offset`` sentences into that step.
+
+* **process pair** at a branch point: ``prompt`` = the rendered user turn + the open tag + the
+  chain's units before the branch point (the shared prefix); ``chosen`` = the rest of the correct
+  chain (it reflects correctly and reaches the right decision) + the right answer; ``rejected`` =
+  a continuation from the same point that reaches the wrong outcome: the same step onwards of the
+  teacher's ``negative`` (harmful prompt) or ``overcautious`` (benign prompt) chain + its answer,
+  or a continuation sampled from the policy whose outcome was judged wrong.
+* **outcome pair**: the whole assistant turn: ``prompt`` = the rendered user turn; ``chosen`` =
+  correct chain + right answer; ``rejected`` = wrong chain + wrong answer.
+
+Pairs use TRL's *standard* (plain text) preference format: a conversational prompt cannot end in
+a partial assistant message. The prompt is the chat template's rendering with the generation
+prompt (a leading BOS the tokenizer adds by itself is dropped, so it is not doubled); ``chosen``
+and ``rejected`` end with the tokenizer's EOS (end-of-turn) token. Whitespace at the cut moves
+into the continuation where the tokenizer would otherwise tokenize the prompt's end differently
+alone than followed by the continuation (:func:`cut`, :func:`newlines_end_prompt`), so TRL finds
+the prompt as an exact token prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from reasonalign.components.cot import PATH_REFUSE, CoTFormat, parse, split_response
+
+SPLITS = ("steps", "sentences")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+(?=[\"'(\[*A-Z0-9])|\n+")
+
+
+@dataclass
+class Segment:
+    step: str | None  # the step the unit belongs to (None: text before the first step header)
+    start: int  # character offset in the (stripped) thought
+    text: str  # the unit, stripped
+
+
+def _header_re(steps: Sequence[str]) -> re.Pattern:
+    # the same step headers cot.parse_steps recognises
+    return re.compile(r"^\s*(?:\d+[.)]\s*)?(?:\*\*)?(" + "|".join(re.escape(s) for s in steps) + r")(?:\*\*)?\s*:",
+                      re.IGNORECASE | re.MULTILINE)
+
+
+def segments(thought: str, fmt: CoTFormat, style: str, split: str = "steps") -> list[Segment]:
+    """The units of ``thought`` (stripped first) with their step and offset; see the module doc."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    thought = thought.strip()
+    steps = fmt.steps(style)
+    canon = {s.lower(): s for s in steps}
+    marks = [(m.start(), canon[m.group(1).lower()]) for m in _header_re(steps).finditer(thought)]
+    # a header match may start on the blank line before it: move it to the header's first character
+    marks = [(len(thought) - len(thought[i:].lstrip()), name) for i, name in marks]
+    if not marks or marks[0][0] > 0:
+        marks.insert(0, (0, None))
+    out: list[Segment] = []
+    for k, (start, name) in enumerate(marks):
+        stop = marks[k + 1][0] if k + 1 < len(marks) else len(thought)
+        block = thought[start:stop]
+        if not block.strip():
+            continue
+        if split == "steps":
+            out.append(Segment(name, start, block.strip()))
+            continue
+        pos = 0
+        for m in list(_SENTENCE_END.finditer(block)) + [None]:
+            end = m.start() if m else len(block)
+            piece = block[pos:end]
+            if piece.strip():
+                lead = len(piece) - len(piece.lstrip())
+                out.append(Segment(name, start + pos + lead, piece.strip()))
+            pos = m.end() if m else len(block)
+    return out
+
+
+def split_steps(thought: str, fmt: CoTFormat, style: str, split: str = "steps") -> list[str]:
+    """The units of ``thought``: its steps (by step headers) or its sentences."""
+    return [s.text for s in segments(thought, fmt, style, split)]
+
+
+def step_units(thought: str, fmt: CoTFormat, style: str, step: str, split: str = "steps") -> list[Segment]:
+    """The units of ``thought`` that belong to ``step`` (one for ``split="steps"``)."""
+    return [s for s in segments(thought, fmt, style, split) if s.step == step]
+
+
+def branch_unit(thought: str, fmt: CoTFormat, style: str, step: str, split: str = "steps",
+                sentence_offset: int = 0) -> tuple[int, int] | None:
+    """The branch point at ``step``: ``(character offset in thought.strip(), unit index within the
+    step)``. The index is ``sentence_offset`` for ``split="sentences"`` (clipped to the step's
+    last sentence), else 0. None: the thought has no such step."""
+    units = step_units(thought, fmt, style, step, split)
+    if not units:
+        return None
+    j = min(max(sentence_offset, 0), len(units) - 1) if split == "sentences" else 0
+    return units[j].start, j
+
+
+def branch_offset(thought: str, fmt: CoTFormat, style: str, step: str, split: str = "steps",
+                  sentence_offset: int = 0) -> int | None:
+    """The character offset of :func:`branch_unit` (None: no such step)."""
+    point = branch_unit(thought, fmt, style, step, split, sentence_offset)
+    return None if point is None else point[0]
+
+
+def cut(text: str, at: int, keep_newlines: bool = True) -> tuple[str, str]:
+    """``text`` split at ``at``. Spaces and tabs before the cut go to the second part (a prompt
+    never ends in a space the tokenizer would merge with the next word); so do line breaks unless
+    ``keep_newlines`` (see :func:`newlines_end_prompt`)."""
+    head = text[:at].rstrip(" \t") if keep_newlines else text[:at].rstrip()
+    return head, text[len(head):]
+
+
+def newlines_end_prompt(tokenizer) -> bool:
+    """Whether a prompt may end with the blank line between two steps: True when the tokenizer
+    gives that text the same tokens alone as before the next step (Llama 3 merges ``.\n\n``),
+    False when the line breaks tokenize differently there and must start the continuation instead
+    (GPT-2-style pre-tokenizers such as SmolLM2's split ``\n\n`` before a word). Either way the
+    prompt then ends on a token boundary, which TRL needs to cut prompt from completion."""
+    head, tail = "Policy check: it is fine.\n\n", "Reflection: sure."
+
+    def ids(text):
+        return list(tokenizer(text, add_special_tokens=False).input_ids)
+
+    alone = ids(head)
+    return ids(head + tail)[:len(alone)] == alone
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The chat-template rendering of ``messages`` with the generation prompt, as a standard-format
+    prompt: a leading BOS is dropped when the tokenizer adds one by itself (TRL tokenizes the
+    string with the default special tokens, which would double it)."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
+    if bos and bos_id is not None and text.startswith(bos):
+        ids = tokenizer("a").input_ids
+        if ids and ids[0] == bos_id:
+            text = text[len(bos):]
+    return text
+
+
+# ------------------------------------------------------------------------------------- branches
+@dataclass
+class Branch:
+    """One preference pair's shared part: where the chain branches, and the chosen continuation."""
+
+    id: str  # the prompt's id
+    label: str
+    category: str
+    text: str  # the user request
+    kind: str  # process | outcome
+    step: str | None  # the branch step (process) or None (outcome)
+    prompt: str  # rendered user turn + the assistant-turn prefix (standard-format prompt)
+    prefix: str  # the assistant-turn prefix alone ("" for outcome pairs)
+    chosen: str  # continuation of the correct chain + the right answer (no EOS)
+    unit: int = 0  # the branch's unit index within its step (sentences: how far into the step)
+
+    @property
+    def key(self) -> str:
+        return f"{self.id}|{self.kind}|{self.step or ''}"
+
+    @property
+    def lead(self) -> str:
+        """The whitespace a continuation starts with (moved out of the prompt by :func:`cut`)."""
+        return self.chosen[: len(self.chosen) - len(self.chosen.lstrip())]
+
+    @property
+    def harmful(self) -> bool:
+        return self.label == "harmful"
+
+
+def plan_branches(chains: list[dict], fmt: CoTFormat, style: str, render: Callable[[str], str], settings,
+                  rng, keep_newlines: bool = True) -> tuple[list[Branch], dict]:
+    """The branches (process and outcome) of every chain, chosen by the ratios.
+
+    ``chains``: ``{"id", "label", "category", "text", "thought", "answer"}`` (the correct chain
+    and the right answer). ``render(user_text)``: the rendered prompt. ``settings``: ``split``,
+    ``branch_steps``, ``steps_per_chain``, ``sentence_offset``, ``process_ratio``,
+    ``outcome_ratio`` (see ``SRPOConfig`` in ``reasonalign/methods/saro.py``). ``keep_newlines``:
+    see :func:`cut` and :func:`newlines_end_prompt`. Both random draws
+    are made for every chain, so changing one ratio does not reshuffle the other's selection.
+    """
+    out: list[Branch] = []
+    counts = {"chains": len(chains), "no_branch_step": 0}
+    for c in sorted(chains, key=lambda c: c["id"]):
+        take_process = rng.random() < settings.process_ratio
+        take_outcome = rng.random() < settings.outcome_ratio
+        steps = list(settings.branch_steps)
+        if 0 < settings.steps_per_chain < len(steps):
+            picked = set(rng.sample(range(len(steps)), settings.steps_per_chain))
+            steps = [s for i, s in enumerate(steps) if i in picked]
+        thought = c["thought"].strip()
+        good = fmt.compose(thought, c["answer"])
+        rendered = render(c["text"])
+        meta = {"id": c["id"], "label": c["label"], "category": c.get("category") or "unknown", "text": c["text"]}
+        base = len(fmt.open_tag) + 1  # compose: open tag, newline, thought, ...
+        if take_process and settings.steps_per_chain != 0:
+            for step in steps:
+                point = branch_unit(thought, fmt, style, step, settings.split, settings.sentence_offset)
+                if point is None:
+                    counts["no_branch_step"] += 1
+                    continue
+                head, rest = cut(good, base + point[0], keep_newlines)
+                out.append(Branch(**meta, kind="process", step=step, prompt=rendered + head, prefix=head, chosen=rest,
+                                  unit=point[1]))
+        if take_outcome:
+            out.append(Branch(**meta, kind="outcome", step=None, prompt=rendered, prefix="", chosen=good))
+    return out, counts
+
+
+def teacher_rejected(branch: Branch, wrong_thought: str, wrong_answer: str, fmt: CoTFormat, style: str,
+                     settings) -> str | None:
+    """The rejected continuation of ``branch`` from a wrong teacher chain: the whole wrong turn
+    (outcome) or its part from the same branch point on (process: the same step and the same unit
+    index within it). None: the wrong chain has no such step, or too few sentences in it."""
+    bad = fmt.compose(wrong_thought.strip(), wrong_answer)
+    if branch.kind == "outcome":
+        return bad
+    units = step_units(wrong_thought, fmt, style, branch.step, settings.split)
+    if branch.unit >= len(units):
+        return None
+    return branch.lead + bad[len(fmt.open_tag) + 1 + units[branch.unit].start:].lstrip()
+
+
+def judge_continuation(branch: Branch, continuation: str, fmt: CoTFormat, style: str, judge) -> dict:
+    """Does a sampled ``continuation`` of ``branch`` reach the wrong outcome?
+
+    The full assistant turn is ``branch.prefix`` + the continuation. It is *wrong* when it closes
+    the thought, has an answer, the judge says that answer complies with a harmful prompt or
+    refuses a benign one, and the decision line (if any) agrees with that outcome.
+    """
+    full = branch.prefix + branch.lead + continuation.strip()
+    _, answer = split_response(full, fmt)
+    out = {"complied": None, "path": None, "wrong": False, "reason": ""}
+    if not answer:
+        out["reason"] = "no answer (the thought is not closed, or nothing follows it)"
+        return out
+    complied = bool(judge.judge([branch.text], [full])[0])
+    path = parse(full, fmt, style).path
+    out.update(complied=complied, path=path)
+    refused_path = None if path is None else path == PATH_REFUSE
+    if branch.harmful:
+        wrong = complied and refused_path is not True
+    else:
+        wrong = (not complied) and refused_path is not False
+    out["wrong"] = wrong
+    out["reason"] = "" if wrong else "right outcome or inconsistent decision"
+    return out
+
+
+def make_pair(branch: Branch, rejected: str, eos: str, source: str) -> dict | None:
+    """The standard-format pair row, or None when chosen and rejected are the same text."""
+    chosen = branch.chosen if branch.chosen.endswith(eos) else branch.chosen + eos
+    rejected = rejected if rejected.endswith(eos) else rejected + eos
+    if chosen == rejected:
+        return None
+    return {"id": branch.id, "label": branch.label, "category": branch.category, "kind": branch.kind,
+            "step": branch.step, "source": source, "prompt": branch.prompt, "chosen": chosen, "rejected": rejected}
