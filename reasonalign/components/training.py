@@ -13,6 +13,7 @@ import torch
 from transformers import TrainerCallback
 
 from reasonalign.config import LoraSettings, ModelConfig, TrainerConfig
+from reasonalign.distributed import active, after_training, barrier, is_main, world_size
 
 log = logging.getLogger("reasonalign.training")
 
@@ -43,6 +44,10 @@ def trl_kwargs(settings: Any, trainer_cfg: TrainerConfig, model_cfg: ModelConfig
     )
     if deepspeed:
         kw["deepspeed"] = deepspeed
+    if world_size() > 1 or deepspeed:
+        if not on_gpu:
+            kw["ddp_backend"] = "gloo"
+        kw["ddp_timeout"] = int(60 * float(getattr(active(), "timeout_minutes", 720) or 720))
     return kw
 
 
@@ -76,24 +81,65 @@ class LossLog(TrainerCallback):
                                                             if isinstance(v, (int, float))}})
 
 
+def _full_params(model, keep: bool):
+    """``(name, full tensor on CPU or None)`` of the trainable parameters; ZeRO-3 shards are gathered.
+
+    Under ZeRO-3 every rank must call this (the gather is collective); only ranks with ``keep``
+    (rank 0) get copies, so a full fine-tuning run holds one CPU snapshot, not one per rank.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    for n, p in named:
+        if hasattr(p, "ds_id"):  # a ZeRO-3 partitioned parameter
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                yield n, (p.detach().float().cpu().clone() if keep else None)
+        else:
+            yield n, (p.detach().float().cpu() if keep else None)
+
+
+class InterruptAfterSave(TrainerCallback):
+    """Test hook: stop training right after checkpoint ``$REASONALIGN_INTERRUPT_AFTER_SAVE`` is saved,
+    as a crash would, so a test can check that the next run resumes from it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        import os
+
+        if os.environ.get("REASONALIGN_INTERRUPT_AFTER_SAVE") == str(state.global_step):
+            raise RuntimeError(f"interrupted after saving checkpoint-{state.global_step} (test hook)")
+
+
+def callbacks(losses: LossLog) -> list:
+    return [losses, InterruptAfterSave()]
+
+
 def parameter_snapshot(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: t.clone() for n, t in _full_params(model, is_main()) if t is not None}
 
 
 def parameter_change(before: dict[str, torch.Tensor], model) -> float:
-    """Relative L2 change of the trainable parameters (LoRA or full)."""
+    """Relative L2 change of the trainable parameters (LoRA or full); 0 on ranks other than 0."""
     num = den = 0.0
-    params = dict(model.named_parameters())
-    for n, old in before.items():
-        new = params[n].detach().float().cpu()
+    for n, new in _full_params(model, is_main()):
+        old = before.get(n)
+        if new is None or old is None or old.shape != new.shape:
+            continue
         num += float((new - old).pow(2).sum())
         den += float(old.pow(2).sum())
     return (num ** 0.5) / max(den ** 0.5, 1e-12)
 
 
-def save_final(trainer, tokenizer, out_dir: Path, save: str) -> Path:
-    """Save the trained model as a plain HF directory (LoRA merged) or as an adapter."""
+def save_final(trainer, tokenizer, out_dir: Path, save: str, init_dir: str | None = None,
+               model_cfg: ModelConfig | None = None) -> Path:
+    """Save the trained model as a plain HF directory (LoRA merged) or as an adapter.
+
+    Every rank must call it. Under DeepSpeed, ``trainer.save_model`` gathers the (ZeRO-3 sharded)
+    16-bit weights on all ranks and writes from rank 0; a LoRA adapter to merge is then reloaded on
+    CPU on rank 0 over the base weights of ``init_dir`` and merged there.
+    """
     out = Path(out_dir)
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        return _save_deepspeed(trainer, tokenizer, out, save, init_dir, model_cfg)
     model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
     is_peft = hasattr(model, "merge_and_unload")
     if is_peft and save == "merged":
@@ -101,6 +147,38 @@ def save_final(trainer, tokenizer, out_dir: Path, save: str) -> Path:
     if trainer.args.should_save:
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
+    return out
+
+
+def _save_deepspeed(trainer, tokenizer, out: Path, save: str, init_dir, model_cfg) -> Path:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    is_peft = hasattr(model, "merge_and_unload")
+    if not (is_peft and save == "merged"):
+        trainer.save_model(str(out))  # collective under ZeRO-3; rank 0 writes
+        if trainer.args.should_save:
+            tokenizer.save_pretrained(out)
+        barrier()
+        return out
+    adapter = out.parent / (out.name + ".adapter")
+    trainer.save_model(str(adapter))
+    # training is over: from here on from_pretrained must load whole weights, not ZeRO-3 shards
+    # (sharded loading is collective and rank 0 loads alone)
+    after_training()
+    barrier()
+    if is_main():
+        from peft import PeftModel
+
+        from reasonalign.models import load_model
+
+        if init_dir is None or model_cfg is None:
+            raise ValueError("merging a LoRA adapter trained under DeepSpeed needs init_dir and model_cfg")
+        base = load_model(model_cfg, init_dir, for_training=False)
+        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+        merged.config.use_cache = True
+        merged.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        shutil.rmtree(adapter, ignore_errors=True)
+    barrier()
     return out
 
 
@@ -118,10 +196,21 @@ def summarize(log_rows: list[dict], keys: tuple[str, ...]) -> dict:
     return out
 
 
+def run_info(trainer) -> dict:
+    """How the training ran: world size and the DeepSpeed ZeRO stage (None: no DeepSpeed)."""
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None) if hasattr(trainer, "accelerator") else None
+    stage = plugin.zero_stage if (plugin is not None and getattr(trainer, "is_deepspeed_enabled", False)) else None
+    return {"world_size": trainer.args.world_size, "zero_stage": stage}
+
+
 def write_log(out_dir: Path, rows: list[dict]) -> None:
-    (Path(out_dir) / "train_log.json").write_text(json.dumps(rows, indent=1))
+    if is_main():
+        (Path(out_dir) / "train_log.json").write_text(json.dumps(rows, indent=1))
 
 
 def cleanup_checkpoints(output_dir: Path) -> None:
-    for p in Path(output_dir).glob("checkpoint-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    barrier()
+    if is_main():
+        for p in Path(output_dir).glob("checkpoint-*"):
+            shutil.rmtree(p, ignore_errors=True)
+    barrier()

@@ -37,6 +37,9 @@ class Stage:
     deps: Sequence[str] = ()
     config: Any = None  # JSON-able; part of the fingerprint
     version: str = "1"  # bump when the stage's code changes what it writes
+    # True: every rank runs it (training under distributed=...); False: rank 0 alone, the others
+    # wait at a barrier and then read its finished output
+    distributed: bool = False
 
 
 @dataclass
@@ -80,10 +83,19 @@ class StageResult:
 
 
 def run_pipeline(stages: Sequence[Stage], run_dir: Path, only_rank0: bool = True) -> dict[str, StageResult]:
-    """Run ``stages`` in order under ``run_dir/stages``; returns each stage's result."""
+    """Run ``stages`` in order under ``run_dir/stages``; returns each stage's result.
+
+    With several processes (``distributed=...``) only rank 0 touches the directories: a stage with
+    ``distributed=False`` runs on rank 0 alone, a training stage on every rank (into the same
+    partial directory; the trainers write from rank 0), and rank 0 renames it after a barrier.
+    """
+    from reasonalign import distributed as D
+
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise PipelineError(f"duplicate stage names: {names}")
+    if D.world_size() > 1:
+        return _run_ranked(stages, run_dir, D)
     stage_root = run_dir / "stages"
     stage_root.mkdir(parents=True, exist_ok=True)
     results: dict[str, StageResult] = {}
@@ -123,5 +135,65 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path, only_rank0: bool = True
         )
         partial.rename(final)
         log.info("stage %-16s done in %.1fs", stage.name, seconds)
+        results[stage.name] = StageResult(stage.name, fp, final, False, seconds, metrics)
+    return results
+
+
+def _run_ranked(stages: Sequence[Stage], run_dir: Path, D) -> dict[str, StageResult]:
+    """:func:`run_pipeline` for several ranks; every rank walks the same stages in the same order."""
+    main = D.is_main()
+    stage_root = run_dir / "stages"
+    if main:
+        stage_root.mkdir(parents=True, exist_ok=True)
+    results: dict[str, StageResult] = {}
+    for stage in stages:
+        missing = [d for d in stage.deps if d not in results]
+        if missing:
+            raise PipelineError(f"stage {stage.name!r} depends on {missing}, which do not run before it")
+        fp = fingerprint(stage, {d: results[d].fingerprint for d in stage.deps})
+        final = stage_root / stage.name
+        partial = stage_root / f"{stage.name}.partial"
+        D.barrier()  # nobody writes while the ranks read the marker: they all decide alike
+        marker = read_marker(final)
+        if marker and marker.get("fingerprint") == fp:
+            log.info("stage %-16s skipped: finished output with the same fingerprint (%s)", stage.name, fp)
+            results[stage.name] = StageResult(stage.name, fp, final, True, 0.0, marker.get("metrics", {}))
+            continue
+        if main:
+            if final.exists():
+                shutil.rmtree(final)
+            fp_file = partial / ".fingerprint"
+            if partial.exists() and (not fp_file.exists() or fp_file.read_text().strip() != fp):
+                shutil.rmtree(partial)
+            partial.mkdir(parents=True, exist_ok=True)
+            fp_file.write_text(fp)
+            log.info("stage %-16s running on %s (%s)", stage.name,
+                     f"all {D.world_size()} ranks" if stage.distributed else "rank 0", fp)
+        D.barrier()
+        ctx = StageContext(stage, partial, {d: results[d].path for d in stage.deps}, run_dir, fp)
+        t0 = time.time()
+        metrics: dict = {}
+        if stage.distributed or main:
+            D.in_training_stage(stage.distributed)
+            try:
+                metrics = stage.run(ctx) or {}
+            finally:
+                D.in_training_stage(False)
+                if stage.distributed:
+                    D.after_training()
+            metrics = {**ctx.metrics, **metrics}
+        seconds = time.time() - t0
+        D.barrier()  # every rank is done with the partial directory
+        if main:
+            (partial / ".fingerprint").unlink(missing_ok=True)
+            (partial / MARKER).write_text(
+                json.dumps({"fingerprint": fp, "stage": stage.name, "seconds": round(seconds, 2),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "metrics": metrics},
+                           indent=2, default=str))
+            partial.rename(final)
+            log.info("stage %-16s done in %.1fs", stage.name, seconds)
+        D.barrier()  # the renamed output exists for everyone
+        if not main:
+            metrics = (read_marker(final) or {}).get("metrics", {})
         results[stage.name] = StageResult(stage.name, fp, final, False, seconds, metrics)
     return results
