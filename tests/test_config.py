@@ -13,7 +13,7 @@ from reasonalign.cli import build_method, conf_dir
 from reasonalign.config import Config, ConfigError, register_configs, validate_method_config
 
 CONF = Path(conf_dir())
-GROUPS = ["method", "model", "data", "trainer", "eval", "distributed"]
+GROUPS = ["method", "model", "data", "trainer", "eval", "judge", "distributed"]
 
 
 def options(group):
@@ -36,7 +36,8 @@ def test_every_group_option_composes(group, option):
     cfg = compose_with(overrides)
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, Config)
-    assert getattr(cfg, group).name in (option, "some/model")  # model=hf is named after its path
+    node = cfg.eval.judge if group == "judge" else getattr(cfg, group)  # judge/ lands in eval.judge
+    assert node.name in (option, "some/model")  # model=hf is named after its path
     method = build_method(cfg)  # the method node validates against its dataclass
     assert method.stages()
 

@@ -21,3 +21,15 @@ def rate(flags: list[bool]) -> dict:
     n, k = len(flags), sum(bool(f) for f in flags)
     lo, hi = wilson(k, n)
     return {"rate": (k / n) if n else math.nan, "k": k, "n": n, "ci95": [lo, hi]}
+
+
+def agreement(predicted: list[bool], gold: list[bool]) -> dict:
+    """Accuracy and Cohen's kappa of ``predicted`` against human labels ``gold``."""
+    if len(predicted) != len(gold) or not gold:
+        raise ValueError(f"agreement needs two equal, non-empty lists (got {len(predicted)}, {len(gold)})")
+    n = len(gold)
+    acc = sum(p == g for p, g in zip(predicted, gold, strict=True)) / n
+    p_yes, g_yes = sum(map(bool, predicted)) / n, sum(map(bool, gold)) / n
+    chance = p_yes * g_yes + (1 - p_yes) * (1 - g_yes)
+    kappa = 1.0 if chance == 1 else (acc - chance) / (1 - chance)
+    return {"n": n, "accuracy": acc, "kappa": kappa, "accuracy_ci95": list(wilson(round(acc * n), n))}

@@ -47,6 +47,13 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
             by = r.metrics.get("harmful_compliance_by_attack", {})
             lines.append(f"| {n.removeprefix('eval_')} | " + " | ".join(_fmt(by.get(a)) for a in attacks) + " |")
         lines.append("")
+    suites = {n.removeprefix("eval_"): r.metrics["benchmarks"] for n, r in evals.items() if r.metrics.get("benchmarks")}
+    if suites:  # eval=suite: the benchmark suite, per evaluated model (reasonalign/eval/suite_report.py)
+        from reasonalign.eval.suite_report import family_lines, plot_rates, table_lines
+
+        png = plot_rates(suites, run_dir / "benchmarks.png", f"{method} on {model_name}: benchmark suite")
+        lines += ["## Benchmark suite (95% Wilson intervals)", "", *table_lines(suites), "",
+                  f"![benchmark suite]({png.name})", "", *family_lines(suites), ""]
     split = results.get("prompts")
     if split:
         rep = split.metrics.get("split_report", {})

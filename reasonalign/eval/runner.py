@@ -61,8 +61,10 @@ def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg
     gens = generate_resumable(model, tok, items, eval_cfg.generation, Path(out_dir) / "generations.jsonl",
                               desc=f"eval {Path(out_dir).name.removesuffix('.partial')}")
     seconds = time.time() - t0
-    judge = get_judge(eval_cfg.judge)
-    complied = judge.judge([p["text"] for p in prompts], [g["response"] for g in gens])
+    from reasonalign.eval.suite import judge_rows
+
+    # a harm-only judge (Llama Guard) leaves benign/borderline prompts to the refusal patterns
+    complied = judge_rows(get_judge(eval_cfg.judge), prompts, [g["response"] for g in gens])
     fmt = CoTFormat(cot)
     rows = []
     for p, g, c in zip(prompts, gens, complied, strict=True):

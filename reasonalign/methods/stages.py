@@ -118,7 +118,8 @@ class CommonStages:
         t = self.cfg.trainer
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
                      config={"model": self._model_fp(), "data_file": data[1], "sft": asdict(t.sft),
-                             "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save})
+                             "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save},
+                     distributed=True)
 
     def dpo(self, name: str, data: tuple[str, str], init: str | None = None) -> Stage:
         """DPO on ``data``; ``init``'s model is both the starting policy and the reference."""
@@ -132,18 +133,29 @@ class CommonStages:
         t = self.cfg.trainer
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
                      config={"model": self._model_fp(), "data_file": data[1], "dpo": asdict(t.dpo),
-                             "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save})
+                             "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save},
+                     distributed=True)
 
     # -- evaluation ------------------------------------------------------------------------------
     def eval_stage(self, name: str, model_stage: str | None) -> Stage:
-        """Generate on the held-out prompts with ``model_stage``'s model (None: the base) and judge."""
+        """Generate on the held-out prompts with ``model_stage``'s model (None: the base) and judge;
+        with ``eval.benchmarks`` (eval=suite) also run the benchmark suite (leakage-checked against
+        this run's training prompts)."""
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.eval.runner import evaluate_model
 
             path = self._init_dir(ctx, model_stage)
-            return evaluate_model(path, ctx.inputs[PROMPTS] / "eval_prompts.jsonl", ctx.out,
-                                  self.cfg.model, self.cfg.eval, self.cfg.cot)
+            metrics = evaluate_model(path, ctx.inputs[PROMPTS] / "eval_prompts.jsonl", ctx.out,
+                                     self.cfg.model, self.cfg.eval, self.cfg.cot)
+            if self.cfg.eval.benchmarks or self.cfg.eval.prompt_files:  # the benchmark suite too
+                from reasonalign.eval.suite import evaluate_suite, load_train_texts
+
+                train = load_train_texts(ctx.inputs[PROMPTS] / "train_prompts.jsonl")
+                metrics["benchmarks"] = evaluate_suite(path, ctx.out / "benchmarks", self.cfg.model, self.cfg.eval,
+                                                       self.cfg.cot, train, self.cache)
+                (ctx.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+            return metrics
 
         return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []),
                      config={"model": self._model_fp(), "eval": asdict(self.cfg.eval), "cot": asdict(self.cfg.cot)})

@@ -2,16 +2,21 @@
 
 Every judge has one method, ``judge(prompts, responses) -> list[bool]``, True where the model
 *complied* (answered the request rather than refusing it). Harmful-prompt compliance and
-benign-prompt compliance (its complement being over-refusal) are both computed from it. A later
-judge (a classifier model, an API rubric) only needs that method and a name in :data:`JUDGES`.
+benign-prompt compliance (its complement being over-refusal) are both computed from it.
+
+Three kinds (``eval.judge.kind``, config group ``judge/``): ``refusal`` (phrase patterns),
+``classifier`` (a local Llama Guard 3 / WildGuard model) and ``api`` (any OpenAI-compatible server
+with the StrongREJECT rubric). A judge with ``harm_only = True`` (Llama Guard) cannot see refusals;
+the evaluation suite judges benign and borderline prompts with the refusal patterns then.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from reasonalign.components.judges.refusal import RefusalJudge
+from reasonalign.config import JudgeConfig
 
 
 @runtime_checkable
@@ -27,13 +32,29 @@ JUDGES: dict[str, Callable[[], Judge]] = {
 }
 
 
-def get_judge(name: str) -> Judge:
-    """The judge registered as ``name`` (``eval.judge`` in the config)."""
+def get_judge(spec: str | JudgeConfig | Any) -> Judge:
+    """The judge for ``spec``: a name registered in :data:`JUDGES` or a :class:`JudgeConfig`
+    (``eval.judge``; ``kind`` refusal | classifier | api)."""
+    if not isinstance(spec, str):
+        kind = getattr(spec, "kind", None) or getattr(spec, "name", None)
+        if kind == "classifier":
+            from reasonalign.components.judges.classifier import ClassifierJudge
+
+            return ClassifierJudge(spec)
+        if kind == "api":
+            from reasonalign.components.judges.api import APIJudge
+
+            return APIJudge(spec)
+        spec = kind
     try:
-        factory = JUDGES[name]
+        factory = JUDGES[spec]
     except KeyError:
-        raise ValueError(f"unknown judge {name!r}; known: {', '.join(sorted(JUDGES))}") from None
+        raise ValueError(f"unknown judge {spec!r}; known: {', '.join(sorted([*JUDGES, 'classifier', 'api']))}") from None
     return factory()
 
 
-__all__ = ["JUDGES", "Judge", "RefusalJudge", "get_judge"]
+def judge_name(spec: str | JudgeConfig | Any) -> str:
+    return spec if isinstance(spec, str) else str(getattr(spec, "name", "judge"))
+
+
+__all__ = ["JUDGES", "Judge", "RefusalJudge", "get_judge", "judge_name"]

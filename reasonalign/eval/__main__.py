@@ -1,0 +1,125 @@
+"""``python -m reasonalign.eval``: evaluate a model on the benchmark suite without training.
+
+    python -m reasonalign.eval model=smollm2-135m                    # eval=suite is the default here
+    python -m reasonalign.eval model=hf model.name_or_path=runs/dpo-smollm2-135m-default/stages/dpo/model
+    python -m reasonalign.eval model=tiny-random eval=suite_tiny eval_dir=/tmp/ev judge=refusal
+
+The same config tree as ``python -m reasonalign`` (``conf/config.yaml``), with ``eval=suite`` as
+the default. One resumable pipeline stage per benchmark under ``eval_dir`` (default
+``runs/eval-${model.name}-${eval.name}``): re-running skips finished benchmarks and an interrupted
+one resumes its generations. Writes ``report.md``, ``metrics.json``, ``rates.png`` and
+``lengths.png``. A checkpoint inside a run (``<run>/stages/<stage>/model``) is leakage-checked against
+that run's training prompts (or set ``eval.train_prompts=<run dir or file>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from reasonalign.cli import conf_dir, redact
+from reasonalign.config import Config, ConfigError, register_configs
+
+log = logging.getLogger("reasonalign.eval")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_eval(cfg: DictConfig | Config) -> Path:
+    """Evaluate ``cfg.model`` on ``cfg.eval``'s benchmarks into ``cfg.eval_dir``; the report path."""
+    from reasonalign.components.judges import get_judge
+    from reasonalign.eval.suite import (
+        ModelHandle,
+        evaluate_benchmark,
+        load_train_texts,
+        suite_benchmarks,
+        train_prompts_file,
+    )
+    from reasonalign.eval.suite_report import write_suite_report
+    from reasonalign.models import resolve_model_dir
+    from reasonalign.paths import cache_dir
+    from reasonalign.pipeline import Stage, read_jsonl, run_pipeline
+
+    config: Config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    ev = config.eval
+    if not ev.benchmarks and not ev.prompt_files:
+        raise ConfigError(f"eval={ev.name} has no benchmarks: use eval=suite (or eval=suite_tiny), or give "
+                          f"eval.prompt_files=[file.jsonl,...]")
+    out = Path(config.eval_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(
+        OmegaConf.structured(config), resolve=True)))))
+    cache = cache_dir(config.cache_dir)
+    model_path = resolve_model_dir(config.model, cache)
+    train_file = train_prompts_file(ev, config.model.name_or_path if config.model.kind == "hf" else None)
+    train_texts = load_train_texts(train_file)
+    if train_file:
+        log.info("leakage check against %d training prompts in %s", len(train_texts), train_file)
+    weights = sorted(Path(model_path).glob("*.safetensors")) if Path(model_path).is_dir() else []
+    model_fp = {"model": asdict(config.model), "path": model_path,
+                "weights": [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]}
+    handle = ModelHandle(config.model, model_path)
+    judge_box: list = []
+
+    def judge():
+        if not judge_box:
+            judge_box.append(get_judge(ev.judge))
+        return judge_box[0]
+
+    def stage(name: str, family: str, rows: list[dict]) -> Stage:
+        def run(ctx):
+            return evaluate_benchmark(handle, name, family, rows, ctx.out, ev, config.cot, judge(), train_texts)
+
+        return Stage(f"bench_{name}", run, config={
+            **model_fp, "generation": asdict(ev.generation), "judge": asdict(ev.judge), "backend": ev.backend,
+            "cot": asdict(config.cot), "rows": _digest(rows), "train": _digest(train_texts),
+            "threshold": ev.near_duplicate_threshold})
+
+    benches = suite_benchmarks(ev, cache)
+    results = run_pipeline([stage(n, f, r) for n, f, r in benches], out)
+    label = config.model.name
+    models = {label: {n: results[f"bench_{n}"].metrics for n, _, _ in benches}}
+    judged = {label: [row for n, _, _ in benches if (results[f"bench_{n}"].path / "judged.jsonl").exists()
+                      for row in read_jsonl(results[f"bench_{n}"].path / "judged.jsonl")]}
+    _, report = write_suite_report(out, f"reasonalign eval: `{label}` on `{ev.name}`", models, judged, extra={
+        "model": label, "model_path": model_path, "eval": ev.name, "judge": asdict(ev.judge),
+        "train_prompts": str(train_file) if train_file else None,
+        "stages": {n: {"fingerprint": r.fingerprint, "skipped": r.skipped, "seconds": round(r.seconds, 2)}
+                   for n, r in results.items()}})
+    print(f"report: {report.resolve()}")
+    return report
+
+
+def _task(cfg: DictConfig) -> None:
+    from reasonalign.data.schema import DataError
+
+    try:
+        run_eval(cfg)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.split("=", 1)[0].lstrip("+~") == "eval" for a in args):
+        args.insert(0, "eval=suite")
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        args.insert(0, "hydra.run.dir=${eval_dir}")
+    sys.argv = [sys.argv[0], *args]
+    register_configs()
+    hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(_task)()
+
+
+if __name__ == "__main__":
+    main()

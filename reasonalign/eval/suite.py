@@ -1,0 +1,214 @@
+"""Running the benchmark suite: generate, judge and score each benchmark of ``eval.benchmarks``
+(and each file of ``eval.prompt_files``).
+
+Per benchmark (``metrics.json`` of its directory):
+
+* ``harmful_compliance`` (attack success) on harmful prompts, ``..._by_attack`` per jailbreak family;
+  ``benign_compliance`` on benign + borderline prompts (``over_refusal`` = 1 - it); each a rate with
+  its 95% Wilson interval;
+* mean answer and reasoning (``<think>`` block) tokens;
+* latency: ``seconds_per_prompt`` and ``tokens_per_s`` of the generation;
+* ``leakage``: prompts that repeat a training prompt of the evaluated run (exact or 5-gram Jaccard
+  >= ``eval.near_duplicate_threshold``) are removed before generation and listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from reasonalign.config import CoTConfig, EvalConfig, ModelConfig
+from reasonalign.eval.metrics import rate
+from reasonalign.pipeline import read_jsonl, write_jsonl
+
+log = logging.getLogger("reasonalign.eval.suite")
+
+
+# ----------------------------------------------------------------------------------------- inputs
+
+
+def suite_benchmarks(eval_cfg: EvalConfig, cache=None) -> list[tuple[str, str, list[dict]]]:
+    """``[(name, family, rows)]`` for every configured benchmark and prompt file, in order."""
+    from reasonalign.eval.benchmarks import load_benchmark, load_prompt_files
+
+    out = []
+    for b in eval_cfg.benchmarks:
+        if eval_cfg.max_per_benchmark is not None:
+            b = dataclasses.replace(b, limit=min(b.limit or eval_cfg.max_per_benchmark, eval_cfg.max_per_benchmark))
+        out.append((b.name, b.family, load_benchmark(b, eval_cfg.seed, cache)))
+    for name, rows in load_prompt_files(list(eval_cfg.prompt_files), cache):
+        out.append((name, "custom", rows))
+    return out
+
+
+def train_prompts_file(eval_cfg: EvalConfig, model_path: str | None) -> Path | None:
+    """The training prompts to check leakage against: ``eval.train_prompts`` (a file or a run dir),
+    else the run a checkpoint path ``<run>/stages/<stage>/model`` belongs to."""
+    cands = []
+    if eval_cfg.train_prompts:
+        p = Path(eval_cfg.train_prompts).expanduser()
+        cands += [p, p / "stages" / "prompts" / "train_prompts.jsonl"]
+        found = next((c for c in cands if c.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"eval.train_prompts: no train_prompts.jsonl at {p}")
+        return found
+    if model_path:
+        p = Path(model_path)
+        for parent in p.parents:
+            if parent.name == "stages":
+                c = parent / "prompts" / "train_prompts.jsonl"
+                return c if c.is_file() else None
+    return None
+
+
+def remove_leakage(rows: list[dict], train_texts: list[str], threshold: float) -> tuple[list[dict], dict]:
+    """Rows whose goal repeats a training prompt removed; the report lists them."""
+    from reasonalign.data.prompts import check_leakage
+
+    if not train_texts or not rows:
+        return rows, {"removed": 0, "exact": 0, "near": 0, "examples": []}
+    leak = check_leakage(train_texts, [r.get("goal") or r["text"] for r in rows], threshold)
+    bad = set(leak["eval_indices"])
+    examples = ([{"prompt": rows[j]["goal"], "train": train_texts[i], "kind": "exact"} for i, j in leak["exact"]]
+                + [{"prompt": rows[j]["goal"], "train": train_texts[i], "kind": "near", "score": s}
+                   for i, j, s in leak["near"]])
+    kept = [r for k, r in enumerate(rows) if k not in bad]
+    return kept, {"removed": len(bad), "exact": leak["n_exact"], "near": leak["n_near"], "examples": examples[:5]}
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+class ModelHandle:
+    """The evaluated model, loaded on first use and shared by the benchmarks."""
+
+    def __init__(self, model_cfg: ModelConfig, path: str):
+        self.cfg, self.path = model_cfg, path
+        self.model = self.tok = None
+
+    def load(self):
+        if self.tok is None:
+            from reasonalign.models import load_model, load_tokenizer
+
+            self.tok = load_tokenizer(self.cfg, self.path)
+            self.model = load_model(self.cfg, self.path)
+        return self.model, self.tok
+
+
+def _generate(handle: ModelHandle, items: list[dict], eval_cfg: EvalConfig, out_path: Path, desc: str, stats):
+    from reasonalign.components import vllm_backend
+    from reasonalign.components.generation import generate_resumable
+
+    use_vllm = eval_cfg.backend == "vllm" or (eval_cfg.backend == "auto" and vllm_backend.available())
+    model, tok = handle.load() if not use_vllm else (None, None)
+    if use_vllm:  # pragma: no cover - optional GPU path
+        from reasonalign.models import load_tokenizer
+
+        tok = load_tokenizer(handle.cfg, handle.path)
+        t0 = time.perf_counter()
+        rows = vllm_backend.generate_vllm(handle.path, tok, items, eval_cfg.generation, out_path)
+        stats.wall_s += time.perf_counter() - t0
+        stats.n_prompts += len(rows)
+        stats.n_new_tokens += sum(r["n_tokens"] for r in rows)
+        return rows, tok
+    return generate_resumable(model, tok, items, eval_cfg.generation, out_path, desc=desc, stats=stats), tok
+
+
+# --------------------------------------------------------------------------------------- scoring
+
+
+def judge_rows(judge, rows: list[dict], responses: list[str]) -> list[bool]:
+    """``judge`` on every row; a harm-only judge (Llama Guard) leaves benign/borderline rows to the
+    refusal patterns."""
+    from reasonalign.components.judges import RefusalJudge
+
+    prompts = [r["text"] for r in rows]
+    if not getattr(judge, "harm_only", False):
+        return judge.judge(prompts, responses)
+    harm = [i for i, r in enumerate(rows) if r["label"] == "harmful"]
+    rest = [i for i, r in enumerate(rows) if r["label"] != "harmful"]
+    out = [False] * len(rows)
+    for idx, j in ((harm, judge), (rest, RefusalJudge())):
+        if idx:
+            for i, c in zip(idx, j.judge([prompts[i] for i in idx], [responses[i] for i in idx]), strict=True):
+                out[i] = c
+    return out
+
+
+def benchmark_metrics(rows: list[dict], family: str) -> dict:
+    from reasonalign.eval.runner import compute_metrics
+
+    m = compute_metrics(rows)
+    m["family"] = family
+    if any(r["label"] != "harmful" for r in rows):
+        flags = [not r["complied"] for r in rows if r["label"] != "harmful"]
+        m["over_refusal"] = rate(flags)
+    # the benchmark's headline rate: attack success for harmful sets, answered share otherwise
+    harmful = sum(r["label"] == "harmful" for r in rows) >= len(rows) / 2 if rows else True
+    m["headline"] = "harmful_compliance" if harmful else "benign_compliance"
+    return m
+
+
+def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[dict], out_dir: Path,
+                       eval_cfg: EvalConfig, cot: CoTConfig | None, judge, train_texts: list[str]) -> dict:
+    from reasonalign.components.cot import CoTFormat, split_response
+    from reasonalign.components.generation import GenerationStats
+    from reasonalign.models import chat_messages
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, leakage = remove_leakage(rows, train_texts, eval_cfg.near_duplicate_threshold)
+    if leakage["removed"]:
+        log.warning("benchmark %s: %d prompt(s) removed, they repeat training prompts", name, leakage["removed"])
+    write_jsonl(out_dir / "prompts.jsonl", rows)
+    items = [{"id": r["id"], "messages": chat_messages(handle.cfg, r["text"])} for r in rows]
+    stats = GenerationStats()
+    t0 = time.time()
+    gens, tok = _generate(handle, items, eval_cfg, out_dir / "generations.jsonl", f"eval {name}", stats) \
+        if items else ([], None)
+    seconds = time.time() - t0
+    complied = judge_rows(judge, rows, [g["response"] for g in gens]) if rows else []
+    fmt = CoTFormat(cot)
+    judged = []
+    for r, g, c in zip(rows, gens, complied, strict=True):
+        thought, _ = split_response(g["response"], fmt)
+        n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought and tok is not None else 0
+        judged.append({**r, "response": g["response"], "n_tokens": g["n_tokens"], "thought_tokens": n_thought,
+                       "answer_tokens": max(0, g["n_tokens"] - n_thought), "complied": c})
+    write_jsonl(out_dir / "judged.jsonl", judged)
+    m = benchmark_metrics(judged, family)
+    answers = [r["answer_tokens"] for r in judged]
+    m["mean_answer_tokens"] = sum(answers) / len(answers) if answers else 0.0
+    n_gen = stats.n_prompts
+    m["latency"] = {"generation_seconds": round(seconds, 2), "prompts_generated": n_gen,
+                    "resumed": stats.n_resumed,
+                    "seconds_per_prompt": round(stats.wall_s / n_gen, 4) if n_gen else None,
+                    "tokens_per_s": round(stats.tokens_per_s, 2) if n_gen else None}
+    m["leakage"] = leakage
+    m["benchmark"] = name
+    from reasonalign.components.judges import judge_name
+
+    m["judge"] = judge_name(eval_cfg.judge)
+    (out_dir / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
+    hl = m[m["headline"]]
+    log.info("benchmark %-22s %s %.3f (n=%d)", name, m["headline"], hl["rate"], hl["n"])
+    return m
+
+
+def load_train_texts(path: Path | None) -> list[str]:
+    return [r["text"] for r in read_jsonl(path)] if path else []
+
+
+def evaluate_suite(model_path: str, out_dir: Path, model_cfg: ModelConfig, eval_cfg: EvalConfig,
+                   cot: CoTConfig | None = None, train_texts: list[str] | None = None, cache=None) -> dict:
+    """Every benchmark into ``out_dir/<name>/``; ``{name: metrics}``. Resumable (generations are
+    appended batch by batch)."""
+    from reasonalign.components.judges import get_judge
+
+    handle, judge = ModelHandle(model_cfg, model_path), get_judge(eval_cfg.judge)
+    return {name: evaluate_benchmark(handle, name, family, rows, Path(out_dir) / name, eval_cfg, cot, judge,
+                                     train_texts or [])
+            for name, family, rows in suite_benchmarks(eval_cfg, cache)}
