@@ -7,17 +7,10 @@ no second copy); with full fine-tuning TRL builds the frozen reference itself.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-from datasets import Dataset
 
 from reasonalign.components import training as T
 from reasonalign.config import ModelConfig, TrainerConfig
-from reasonalign.distributed import after_training, check_can_train, trainer_deepspeed
-from reasonalign.models import load_model, load_tokenizer
-
-log = logging.getLogger("reasonalign.dpo")
 
 REWARD_KEYS = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
 
@@ -27,35 +20,6 @@ def train_dpo(init_dir: str, rows: list[dict], out_dir: Path, model_cfg: ModelCo
     """Preference-tune the model at ``init_dir`` on ``rows``; the result lands in ``out_dir/model``."""
     from trl import DPOConfig, DPOTrainer
 
-    if not rows:
-        raise ValueError("DPO got an empty preference set")
-    out_dir = Path(out_dir)
-    work = out_dir / "trainer"
-    check_can_train()
-    if deepspeed is None:
-        deepspeed = trainer_deepspeed()  # the run's distributed=zero* setting, if any
-    tokenizer = load_tokenizer(model_cfg, init_dir)
-    tokenizer.padding_side = "right"
-    # the arguments first: under ZeRO-3 they make from_pretrained load the weights already sharded
-    args = DPOConfig(**T.trl_kwargs(trainer_cfg.dpo, trainer_cfg, model_cfg, work, deepspeed))
-    model = load_model(model_cfg, init_dir, for_training=True)
-    data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-    peft_config = T.lora_config(trainer_cfg.lora) if trainer_cfg.finetune == "lora" else None
-    losses = T.LossLog()
-    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=T.callbacks(losses))
-    before = T.parameter_snapshot(trainer.model)
-    resume = T.last_checkpoint(work)
-    if resume:
-        log.info("resuming DPO from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
-    change = T.parameter_change(before, trainer.model)
-    model_dir = T.save_final(trainer, tokenizer, out_dir / "model", trainer_cfg.save, init_dir, model_cfg)
-    T.write_log(out_dir, losses.rows)
-    T.cleanup_checkpoints(work)
-    metrics = {"pairs": len(rows), "steps": trainer.state.global_step,
-               "relative_param_change": change, **T.run_info(trainer), **T.summarize(losses.rows, REWARD_KEYS)}
-    log.info("DPO done: %d steps, margin %s", trainer.state.global_step, metrics.get("rewards/margins"))
-    del trainer, model
-    after_training()
-    return {"model_dir": str(model_dir), **metrics}
+    metrics = T.fit("DPO", DPOTrainer, DPOConfig, trainer_cfg.dpo, rows, ("prompt", "chosen", "rejected"),
+                    init_dir, out_dir, model_cfg, trainer_cfg, deepspeed, REWARD_KEYS, ref_model=None)
+    return {**metrics, "pairs": len(rows)}

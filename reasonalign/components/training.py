@@ -214,3 +214,49 @@ def cleanup_checkpoints(output_dir: Path) -> None:
         for p in Path(output_dir).glob("checkpoint-*"):
             shutil.rmtree(p, ignore_errors=True)
     barrier()
+
+
+def fit(name: str, trainer_cls, config_cls, settings, rows: list[dict], columns: tuple[str, ...],
+        init_dir: str, out_dir: Path, model_cfg: ModelConfig, trainer_cfg: TrainerConfig,
+        deepspeed: dict | str | None, summary_keys: tuple[str, ...], **trainer_kwargs) -> dict:
+    """What the SFT and DPO wrappers share: build the TRL trainer, train (resuming from the last
+    checkpoint), save the final model, write the loss log and return the stage metrics."""
+    from datasets import Dataset
+
+    from reasonalign.distributed import after_training, check_can_train, trainer_deepspeed
+    from reasonalign.models import load_model, load_tokenizer
+
+    if not rows:
+        raise ValueError(f"{name} got an empty data set")
+    out_dir = Path(out_dir)
+    work = out_dir / "trainer"
+    check_can_train()
+    if deepspeed is None:
+        deepspeed = trainer_deepspeed()  # the run's distributed=zero* setting, if any
+    tokenizer = load_tokenizer(model_cfg, init_dir)
+    tokenizer.padding_side = "right"
+    extra = trainer_kwargs.pop("config_kwargs", {})
+    # the arguments first: under ZeRO-3 they make from_pretrained load the weights already sharded
+    args = config_cls(**trl_kwargs(settings, trainer_cfg, model_cfg, work, deepspeed), **extra)
+    model = load_model(model_cfg, init_dir, for_training=True)
+    data = Dataset.from_list([{k: r[k] for k in columns} for r in rows])
+    peft_config = lora_config(trainer_cfg.lora) if trainer_cfg.finetune == "lora" else None
+    losses = LossLog()
+    trainer = trainer_cls(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=callbacks(losses), **trainer_kwargs)
+    before = parameter_snapshot(trainer.model)
+    resume = last_checkpoint(work)
+    if resume:
+        log.info("resuming %s from %s", name, resume)
+    trainer.train(resume_from_checkpoint=resume)
+    change = parameter_change(before, trainer.model)
+    model_dir = save_final(trainer, tokenizer, out_dir / "model", trainer_cfg.save, init_dir, model_cfg)
+    write_log(out_dir, losses.rows)
+    cleanup_checkpoints(work)
+    metrics = {"steps": trainer.state.global_step, "relative_param_change": change, **run_info(trainer),
+               **summarize(losses.rows, summary_keys)}
+    log.info("%s done: %d steps, %s %s", name, trainer.state.global_step, summary_keys[0],
+             metrics.get(summary_keys[0]))
+    del trainer, model
+    after_training()
+    return {"model_dir": str(model_dir), **metrics}
