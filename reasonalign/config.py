@@ -127,7 +127,36 @@ class DPOSettings:
     gradient_checkpointing: bool = False
     beta: float = 0.1
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
+    # one weight per loss_type (TRL's loss_weights); null: 1.0 each
+    loss_weights: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DPOOverrides:
+    """A method stage's own DPO settings, applied over ``trainer.dpo`` (null keeps the trainer's).
+
+    ERPO's reasoning pairs are long and easy to tell apart, so its DPO stages use a lower learning
+    rate and an SFT term on the chosen side (``loss_type: [sigmoid, sft]``) where the plain DPO
+    baseline does not; see docs/methods/erpo.md."""
+
+    learning_rate: float | None = None
+    num_train_epochs: float | None = None
+    beta: float | None = None
+    loss_type: list[str] | None = None
+    loss_weights: list[float] | None = None
+
+    def apply(self, trainer: TrainerConfig) -> TrainerConfig:
+        from dataclasses import replace
+
+        changes = {k: getattr(self, k) for k in ("learning_rate", "num_train_epochs", "beta", "loss_type",
+                                                  "loss_weights") if getattr(self, k) is not None}
+        if "loss_type" in changes and "loss_weights" not in changes:
+            changes["loss_weights"] = None  # the trainer's weights belonged to its own loss list
+        for k in ("loss_type", "loss_weights"):
+            if changes.get(k) is not None:
+                changes[k] = list(changes[k])
+        return replace(trainer, dpo=replace(trainer.dpo, **changes)) if changes else trainer
 
 
 @dataclass
@@ -235,6 +264,7 @@ class DistributedConfig:
     main_process_ip: str | None = None  # machine_rank 0's address (multi-node)
     main_process_port: int | None = None  # default: a free port (one machine), 29500 (several)
     hostfile: str | None = None  # DeepSpeed hostfile ("host slots=N"): launch every node from here
+    ssh_check: bool = True  # hostfile: let DeepSpeed's runner check passwordless ssh to the first host
     slurm: bool = False  # take num_machines / machine_rank / master address from SLURM_* variables
     backend: str | None = None  # torch.distributed backend (default: nccl on GPU, gloo on CPU)
     timeout_minutes: float = 720  # how long ranks wait at a barrier (rank 0 may generate for hours)

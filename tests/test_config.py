@@ -98,4 +98,27 @@ def test_every_recipe_composes_and_names_its_command(recipe):
     cfg = OmegaConf.create(r.stdout)
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
     assert obj.model.kind == "hf" and obj.model.dtype == "bfloat16"
-    build_method(OmegaConf.merge(OmegaConf.structured(Config), cfg)).stages()
+    stages = {s.name: s for s in build_method(OmegaConf.merge(OmegaConf.structured(Config), cfg)).stages()}
+    # a 7B recipe's own trainer and eval settings reach its stages (no 135M CPU-default overrides)
+    for name, st in stages.items():
+        if "dpo" in st.config:
+            assert st.config["dpo"]["learning_rate"] == obj.trainer.dpo.learning_rate, name
+            assert st.config["dpo"]["max_length"] == obj.trainer.dpo.max_length, name
+        if "eval" in st.config and "generation" in st.config["eval"]:
+            assert st.config["eval"]["generation"] == dict(vars(obj.eval.generation)), name
+
+
+def test_dpo_loss_weights_must_match_loss_types(tmp_path):
+    from dataclasses import replace
+
+    from reasonalign.components.training import trl_kwargs
+    from reasonalign.config import DPOOverrides, ModelConfig, TrainerConfig
+
+    t = TrainerConfig(name="t")
+    t2 = DPOOverrides(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5]).apply(t)
+    kw = trl_kwargs(t2.dpo, t2, ModelConfig(name="m"), tmp_path)
+    assert kw["loss_type"] == ["sigmoid", "sft"] and kw["loss_weights"] == [1.0, 0.5]
+    assert DPOOverrides().apply(t) is t
+    bad = replace(t, dpo=replace(t.dpo, loss_type=["sigmoid", "sft"], loss_weights=[1.0]))
+    with pytest.raises(ConfigError, match="one weight per loss_type"):
+        trl_kwargs(bad.dpo, bad, ModelConfig(name="m"), tmp_path)

@@ -190,6 +190,34 @@ def test_best_worst_pairs():
     assert best_worst_pairs(samples, prompts, 0.5) == [pairs["q"]]
 
 
+def test_best_worst_pairs_add_a_length_pair_next_to_a_decision_pair():
+    prompts = {"q": {"text": "y", "label": "benign"}}
+    samples = [{"prompt_id": "q", "response": "short right", "correct": True, "score": 0.9},
+               {"prompt_id": "q", "response": "long right", "correct": True, "score": 0.6},
+               {"prompt_id": "q", "response": "wrong", "correct": False, "score": -0.1}]
+    assert [p["kind"] for p in best_worst_pairs(samples, prompts, 0.05)] == ["decision"]
+    pairs = best_worst_pairs(samples, prompts, 0.05, length_pairs=True)
+    assert [(p["kind"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("decision", "short right", "wrong"), ("length", "short right", "long right")]
+    # the correct samples' scores too close together: no length pair
+    assert len(best_worst_pairs(samples, prompts, 0.5, length_pairs=True)) == 1
+
+
+def test_erpo_dpo_stages_use_the_methods_own_settings(tmp_path):
+    stages = {s.name: s for s in build_method(erpo_cfg(tmp_path)).stages()}
+    stage2, stage3 = stages["dpo"].config["dpo"], stages["lcpo_1"].config["dpo"]
+    assert stage2["learning_rate"] == 5e-5 and stage2["loss_type"] == ["sigmoid", "sft"]
+    assert stage2["loss_weights"] == [1.0, 1.0] and stage2["num_train_epochs"] == 1.0
+    assert stage3["loss_type"] == ["sigmoid", "sft"]
+    assert "eval_sft" in stages and "eval_dpo" in stages
+    # null keeps the trainer's value; a loss list without weights drops the trainer's weights
+    cfg = erpo_cfg(tmp_path, "method.dpo.learning_rate=null", "method.dpo.loss_type=[sigmoid]",
+                   "method.dpo.loss_weights=null")
+    d = {s.name: s for s in build_method(cfg).stages()}["dpo"].config["dpo"]
+    assert d["learning_rate"] == cfg.trainer.dpo.learning_rate
+    assert d["loss_type"] == ["sigmoid"] and d["loss_weights"] is None
+
+
 def test_jailbreak_augment():
     recs = [PromptRecord(f"h{i}", f"do bad thing {i}", "harmful") for i in range(10)] + [PromptRecord("b", "hi", "benign")]
     out = augment(recs, ["roleplay", "fiction"], 0.5, seed=0)
@@ -265,7 +293,8 @@ def test_erpo_runs_end_to_end_through_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr[-4000:]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert set(m["stages"]) == {"prompts", "base_responses", "erpo_data", "sft", "dpo", "lcpo_1", "eval_base",
-                                "eval_dpo", "eval_final"}
+                                "eval_sft", "eval_dpo", "eval_final"}
+    assert m["stages"]["dpo"]["metrics"]["train_tokens_per_s"] > 0
     data = m["stages"]["erpo_data"]["metrics"]
     assert all(v > 0 for v in data["pairs_by_kind"].values())
     assert data["thoughts"]["rejected"] == 0

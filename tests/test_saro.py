@@ -365,7 +365,21 @@ def compose_cfg(overrides):
 
 
 TINY = ["method=saro", "model=tiny-random", "data=tiny", "trainer=tiny", "eval=tiny", "responses.max_new_tokens=12",
-        "method.rw_samples=3"]
+        "method.rw_samples=3", "method.max_length=null", "method.eval_max_new_tokens=null"]
+
+
+def test_saro_sets_its_own_sequence_length_eval_budget_and_dpo_settings():
+    stages = {s.name: s for s in build_method(compose_cfg(TINY[:6])).stages()}
+    assert stages["rw_sft"].config["sft"]["max_length"] == 384
+    assert stages["srpo"].config["dpo"]["max_length"] == 384
+    assert stages["srpo"].config["dpo"]["loss_type"] == ["sigmoid", "sft"]
+    assert stages["srpo"].config["dpo"]["learning_rate"] == 5e-5
+    assert {stages[n].config["eval"]["generation"]["max_new_tokens"] for n in ("eval_base", "eval_rw", "eval_final")} \
+        == {320}
+    cfg = compose_cfg(TINY)  # null: the trainer's and the eval config's own values
+    stages = {s.name: s for s in build_method(cfg).stages()}
+    assert stages["rw_sft"].config["sft"]["max_length"] == cfg.trainer.sft.max_length
+    assert stages["eval_final"].config["eval"]["generation"]["max_new_tokens"] == cfg.eval.generation.max_new_tokens
 
 
 def test_bad_saro_config_fails_at_start_up():

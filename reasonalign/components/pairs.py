@@ -127,23 +127,33 @@ def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=us
 
 
 def best_worst_pairs(samples: list[dict], prompts: dict[str, dict], min_gap: float,
-                     prompt_messages=user) -> list[dict]:
+                     prompt_messages=user, length_pairs: bool = False) -> list[dict]:
     """ERPO stage 3: per prompt, its best-scored sample (if correct) against its worst.
 
     ``samples``: ``{"prompt_id", "response", "correct", "score"}``. A pair is kept when the best is
     correct and beats the worst by ``min_gap``; its kind is ``decision`` when the worst is wrong and
-    ``length`` when both are correct (the shorter won).
+    ``length`` when both are correct (the shorter won). With ``length_pairs``, a prompt whose
+    best/worst pair is a decision pair also gives a ``length`` pair: its best against its
+    lowest-scored correct sample, if they differ by ``min_gap``.
     """
     groups: dict[str, list[dict]] = {}
     for s in samples:
         groups.setdefault(s["prompt_id"], []).append(s)
     pairs = []
+
+    def pair(pid, kind, chosen, rejected):
+        p = prompts[pid]
+        pairs.append({"id": pid, "label": p["label"], "kind": kind, "prompt": prompt_messages(p["text"]),
+                      "chosen": assistant(chosen["response"]), "rejected": assistant(rejected["response"])})
+
     for pid in sorted(groups):
         group = sorted(groups[pid], key=lambda s: -s["score"])
         best, worst = group[0], group[-1]
-        if best["correct"] and best["score"] - worst["score"] >= min_gap:
-            p = prompts[pid]
-            pairs.append({"id": pid, "label": p["label"], "kind": "length" if worst["correct"] else "decision",
-                          "prompt": prompt_messages(p["text"]), "chosen": assistant(best["response"]),
-                          "rejected": assistant(worst["response"])})
+        if not best["correct"] or best["score"] - worst["score"] < min_gap:
+            continue
+        pair(pid, "length" if worst["correct"] else "decision", best, worst)
+        if length_pairs and not worst["correct"]:
+            longest = [s for s in group if s["correct"]][-1]
+            if longest is not best and best["score"] - longest["score"] >= min_gap:
+                pair(pid, "length", best, longest)
     return pairs

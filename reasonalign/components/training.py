@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from reasonalign.config import LoraSettings, ModelConfig, TrainerConfig
+from reasonalign.config import ConfigError, LoraSettings, ModelConfig, TrainerConfig
 from reasonalign.distributed import active, after_training, barrier, is_main, world_size
 
 log = logging.getLogger("reasonalign.training")
@@ -26,8 +26,12 @@ def trl_kwargs(settings: Any, trainer_cfg: TrainerConfig, model_cfg: ModelConfig
     """Keyword arguments for ``trl.SFTConfig``/``trl.DPOConfig`` from our typed settings."""
     kw = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in _OWN_KEYS}
     kw.update(dict(settings.extra or {}))
-    if isinstance(kw.get("loss_type"), (list, tuple)):
-        kw["loss_type"] = list(kw["loss_type"])
+    for k in ("loss_type", "loss_weights"):
+        if isinstance(kw.get(k), (list, tuple)):
+            kw[k] = list(kw[k])
+    if kw.get("loss_weights") is not None and len(kw["loss_weights"]) != len(kw.get("loss_type") or []):
+        raise ConfigError(f"trainer.dpo.loss_weights {kw['loss_weights']} needs one weight per loss_type "
+                          f"{kw.get('loss_type')}")
     on_gpu = torch.cuda.is_available()
     kw.update(
         output_dir=str(output_dir),
@@ -203,6 +207,17 @@ def run_info(trainer) -> dict:
     return {"world_size": trainer.args.world_size, "zero_stage": stage}
 
 
+def throughput(result, log_rows: list[dict]) -> dict:
+    """The training loop's wall time and tokens/s (TRL's ``num_tokens``: tokens seen on all ranks;
+    after a resume, the resumed part only)."""
+    runtime = (getattr(result, "metrics", None) or {}).get("train_runtime")
+    tokens = max((r["num_tokens"] for r in log_rows if "num_tokens" in r), default=None)
+    out = {"train_runtime": runtime, "train_tokens": tokens}
+    if runtime and tokens:
+        out["train_tokens_per_s"] = round(tokens / runtime, 2)
+    return out
+
+
 def write_log(out_dir: Path, rows: list[dict]) -> None:
     if is_main():
         (Path(out_dir) / "train_log.json").write_text(json.dumps(rows, indent=1))
@@ -248,12 +263,13 @@ def fit(name: str, trainer_cls, config_cls, settings, rows: list[dict], columns:
     resume = last_checkpoint(work)
     if resume:
         log.info("resuming %s from %s", name, resume)
-    trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=resume)
     change = parameter_change(before, trainer.model)
+    speed = throughput(result, losses.rows)
     model_dir = save_final(trainer, tokenizer, out_dir / "model", trainer_cfg.save, init_dir, model_cfg)
     write_log(out_dir, losses.rows)
     cleanup_checkpoints(work)
-    metrics = {"steps": trainer.state.global_step, "relative_param_change": change, **run_info(trainer),
+    metrics = {"steps": trainer.state.global_step, "relative_param_change": change, **run_info(trainer), **speed,
                **summarize(losses.rows, summary_keys)}
     log.info("%s done: %d steps, %s %s", name, trainer.state.global_step, summary_keys[0],
              metrics.get(summary_keys[0]))

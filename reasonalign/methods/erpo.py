@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from reasonalign.components.length import LengthSchedule
-from reasonalign.config import MethodConfig
+from reasonalign.config import DPOOverrides, MethodConfig
 from reasonalign.methods.base import Method
 from reasonalign.methods.stages import PROMPTS, RESPONSES, model_dir_of
 from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
@@ -55,7 +55,13 @@ class LCPOConfig:
     max_new_tokens: int = 192
     batch_size: int = 16
     min_score_gap: float = 0.02  # pair a prompt's best and worst only if their scores differ this much
+    # also pair a prompt's shortest correct sample against its longest correct one (a "length" pair)
+    # when the best/worst pair is a decision pair
+    length_pairs: bool = True
     max_steps: int = -1  # DPO steps per iteration (-1: trainer.dpo's epochs)
+    # this stage's DPO settings over trainer.dpo: an SFT term on the chosen (shortest correct) side
+    dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
+        learning_rate=5e-5, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
     # lambda_t's schedule; its ``iterations`` is always set from ``lcpo.iterations``
     schedule: LengthSchedule = field(default_factory=lambda: LengthSchedule(
         kind="linear", lambda_start=0.3, lambda_end=0.5, length_norm=256.0, lambda_max=1.0))
@@ -68,6 +74,11 @@ class ERPOConfig(MethodConfig):
     # safety pairs' rejected side: a negative thought followed by the base model's own compliant
     # answer; harmful prompts the base model refused give no safety pair
     seed: int = 0
+    # stage 2's DPO settings over trainer.dpo: a lower learning rate and an SFT term on the chosen
+    # side (without them the 135M default collapsed: chosen log-probs fell, the format broke)
+    dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
+        learning_rate=5e-5, num_train_epochs=1.0, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
+    evaluate_stage1: bool = True  # also evaluate the stage-1 (ex-ante SFT) model
     evaluate_stage2: bool = True  # also evaluate the stage-2 (DPO) model, to show what stage 3 changes
     lcpo: LCPOConfig = field(default_factory=LCPOConfig)
 
@@ -82,12 +93,14 @@ class ERPOMethod(Method):
         m: ERPOConfig = self.mcfg
         stages = [s.prompts(), s.base_responses(), self.data_stage(),
                   s.sft("sft", data=(DATA, "sft.jsonl")),
-                  s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft")]
+                  s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft", trainer=m.dpo.apply(self.config.trainer))]
         prev = "dpo"
         for t in range(1, m.lcpo.iterations + 1):
             stages.append(self.lcpo_stage(t, prev))
             prev = f"lcpo_{t}"
         evals = s.evaluation(final=prev)
+        if m.evaluate_stage1:
+            evals.insert(-1, s.eval_stage("eval_sft", "sft"))
         if m.evaluate_stage2 and prev != "dpo":
             evals.insert(-1, s.eval_stage("eval_dpo", "dpo"))
         return stages + evals
@@ -197,7 +210,8 @@ class ERPOMethod(Method):
                                 "complied": complied, "correct": correct, "thought_tokens": n_thought,
                                 "score": score(correct, n_thought, lam, lc.schedule)})
             write_jsonl(ctx.out / "samples.jsonl", samples)
-            pairs = best_worst_pairs(samples, by_id, lc.min_score_gap, lambda t: chat_messages(cfg.model, t))
+            pairs = best_worst_pairs(samples, by_id, lc.min_score_gap, lambda t: chat_messages(cfg.model, t),
+                                     length_pairs=lc.length_pairs)
             write_jsonl(ctx.out / "pairs.jsonl", pairs)
             stats = _sample_stats(samples)
             stats.update(iteration=t, lambda_t=lam, pairs=len(pairs),
@@ -206,7 +220,7 @@ class ERPOMethod(Method):
             log.info("lcpo %d: lambda %.3f, %d pairs, samples %s", t, lam, len(pairs),
                      {k: stats[k] for k in ("correct", "mean_thought_tokens")})
             if pairs:
-                trainer = cfg.trainer
+                trainer = lc.dpo.apply(cfg.trainer)
                 if lc.max_steps > 0:
                     trainer = _with_dpo_steps(trainer, lc.max_steps)
                 stats["dpo"] = train_dpo(policy, pairs, ctx.out, cfg.model, trainer)
@@ -216,7 +230,7 @@ class ERPOMethod(Method):
 
         return Stage(f"lcpo_{t}", run, deps=[PROMPTS, init],
                      config={"t": t, "lcpo": asdict(lc), "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
-                             "dpo": asdict(cfg.trainer.dpo), "finetune": cfg.trainer.finetune,
+                             "dpo": asdict(lc.dpo.apply(cfg.trainer).dpo), "finetune": cfg.trainer.finetune,
                              "lora": asdict(cfg.trainer.lora)})
 
 

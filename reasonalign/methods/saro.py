@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
 from reasonalign.analysis.embedding import POOLINGS, EmbeddingConfig
 from reasonalign.components.srpo import SPLITS
-from reasonalign.config import ConfigError, MethodConfig
+from reasonalign.config import ConfigError, DPOOverrides, MethodConfig
 from reasonalign.methods.base import Method
 from reasonalign.methods.erpo import _teacher_fp
 from reasonalign.methods.stages import PROMPTS, RESPONSES, model_dir_of
@@ -72,6 +72,16 @@ class SaROConfig(MethodConfig):
     rw_length: str = "tokens"  # how chain length is measured: tokens (the model's tokenizer) | chars
     srpo: SRPOConfig = field(default_factory=SRPOConfig)
     seed: int = 0
+    # long chains are 120-200 SmolLM2 tokens before the answer: SaRO's own sequence length for
+    # rw_sft and srpo and its own evaluation budget (null: trainer.{sft,dpo}.max_length and
+    # eval.generation.max_new_tokens), so ``method=saro`` alone neither truncates chains in
+    # training nor counts cut-off chains as refusals
+    max_length: int | None = 384
+    eval_max_new_tokens: int | None = 320
+    # srpo's DPO settings over trainer.dpo (as ERPO's stage 2: a lower learning rate, one epoch,
+    # an SFT term on the chosen side)
+    dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
+        learning_rate=5e-5, num_train_epochs=1.0, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
     evaluate_rw: bool = True  # also evaluate the RW model (eval_rw)
     analysis: bool = True  # embedding-space analysis of the base and final models
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -85,11 +95,13 @@ class SaROMethod(Method):
     def stages(self):
         self._check()
         s, m = self.common, self.mcfg
-        stages = [s.prompts(), s.base_responses(), self.data_stage(), s.sft(RW, data=(DATA, "rw.jsonl")),
-                  self.pairs_stage(), s.dpo(FINAL, data=(PAIRS, "pairs.jsonl"), init=RW)]
-        evals = s.evaluation(final=FINAL)
+        trainer, ev = self.stage_trainer(), self.stage_eval()
+        stages = [s.prompts(), s.base_responses(), self.data_stage(),
+                  s.sft(RW, data=(DATA, "rw.jsonl"), trainer=trainer),
+                  self.pairs_stage(), s.dpo(FINAL, data=(PAIRS, "pairs.jsonl"), init=RW, trainer=m.dpo.apply(trainer))]
+        evals = s.evaluation(final=FINAL, eval_cfg=ev)
         if m.evaluate_rw:
-            evals.insert(-1, s.eval_stage("eval_rw", RW))
+            evals.insert(-1, s.eval_stage("eval_rw", RW, ev))
         stages += evals
         if m.analysis:
             stages += [self.analysis_stage("analysis_base", None), self.analysis_stage("analysis_final", FINAL)]
@@ -98,6 +110,18 @@ class SaROMethod(Method):
     @property
     def final_stage(self):
         return FINAL
+
+    def stage_trainer(self):
+        """``trainer`` with SaRO's ``max_length`` (if set) for both SFT and DPO."""
+        t, n = self.config.trainer, self.mcfg.max_length
+        if n is None:
+            return t
+        return replace(t, sft=replace(t.sft, max_length=n), dpo=replace(t.dpo, max_length=n))
+
+    def stage_eval(self):
+        """``eval`` with SaRO's ``eval_max_new_tokens`` (if set)."""
+        e, n = self.config.eval, self.mcfg.eval_max_new_tokens
+        return e if n is None else replace(e, generation=replace(e.generation, max_new_tokens=n))
 
     def _check(self) -> None:
         from reasonalign.components.cot import CoTFormat

@@ -106,67 +106,70 @@ class CommonStages:
         return Stage(BASELINE_DATA, run, deps=[RESPONSES], config={"system_prompt": self.cfg.model.system_prompt})
 
     # -- training --------------------------------------------------------------------------------
-    def sft(self, name: str, data: tuple[str, str], init: str | None = None) -> Stage:
-        """SFT on ``data = (stage, file)``, starting from stage ``init``'s model (None: the base)."""
+    def sft(self, name: str, data: tuple[str, str], init: str | None = None, trainer=None) -> Stage:
+        """SFT on ``data = (stage, file)``, starting from stage ``init``'s model (None: the base).
+        ``trainer``: a method's own TrainerConfig for this stage (default ``cfg.trainer``)."""
+        t = trainer or self.cfg.trainer
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.sft import train_sft
 
             rows = read_jsonl(ctx.inputs[data[0]] / data[1])
-            return train_sft(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, self.cfg.trainer)
+            return train_sft(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, t)
 
-        t = self.cfg.trainer
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
                      config={"model": self._model_fp(), "data_file": data[1], "sft": asdict(t.sft),
                              "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save},
                      distributed=True)
 
-    def dpo(self, name: str, data: tuple[str, str], init: str | None = None) -> Stage:
-        """DPO on ``data``; ``init``'s model is both the starting policy and the reference."""
+    def dpo(self, name: str, data: tuple[str, str], init: str | None = None, trainer=None) -> Stage:
+        """DPO on ``data``; ``init``'s model is both the starting policy and the reference.
+        ``trainer``: a method's own TrainerConfig for this stage (default ``cfg.trainer``)."""
+        t = trainer or self.cfg.trainer
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.dpo import train_dpo
 
             rows = read_jsonl(ctx.inputs[data[0]] / data[1])
-            return train_dpo(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, self.cfg.trainer)
+            return train_dpo(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, t)
 
-        t = self.cfg.trainer
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
                      config={"model": self._model_fp(), "data_file": data[1], "dpo": asdict(t.dpo),
                              "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save},
                      distributed=True)
 
     # -- evaluation ------------------------------------------------------------------------------
-    def eval_stage(self, name: str, model_stage: str | None) -> Stage:
+    def eval_stage(self, name: str, model_stage: str | None, eval_cfg=None) -> Stage:
         """Generate on the held-out prompts with ``model_stage``'s model (None: the base) and judge;
         with ``eval.benchmarks`` (eval=suite) also run the benchmark suite (leakage-checked against
-        this run's training prompts)."""
+        this run's training prompts). ``eval_cfg``: a method's own EvalConfig (default ``cfg.eval``)."""
+        ev = eval_cfg or self.cfg.eval
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.eval.runner import evaluate_model
 
             path = self._init_dir(ctx, model_stage)
             metrics = evaluate_model(path, ctx.inputs[PROMPTS] / "eval_prompts.jsonl", ctx.out,
-                                     self.cfg.model, self.cfg.eval, self.cfg.cot)
-            if self.cfg.eval.benchmarks or self.cfg.eval.prompt_files:  # the benchmark suite too
+                                     self.cfg.model, ev, self.cfg.cot)
+            if ev.benchmarks or ev.prompt_files:  # the benchmark suite too
                 from reasonalign.eval.suite import evaluate_suite, load_train_texts
 
                 train = load_train_texts(ctx.inputs[PROMPTS] / "train_prompts.jsonl")
-                metrics["benchmarks"] = evaluate_suite(path, ctx.out / "benchmarks", self.cfg.model, self.cfg.eval,
+                metrics["benchmarks"] = evaluate_suite(path, ctx.out / "benchmarks", self.cfg.model, ev,
                                                        self.cfg.cot, train, self.cache)
                 (ctx.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
             return metrics
 
         return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []),
-                     config={"model": self._model_fp(), "eval": asdict(self.cfg.eval), "cot": asdict(self.cfg.cot)})
+                     config={"model": self._model_fp(), "eval": asdict(ev), "cot": asdict(self.cfg.cot)})
 
-    def evaluation(self, final: str | None) -> list[Stage]:
+    def evaluation(self, final: str | None, eval_cfg=None) -> list[Stage]:
         """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model."""
         out = []
         if self.cfg.eval.evaluate_base or final is None:
-            out.append(self.eval_stage("eval_base", None))
+            out.append(self.eval_stage("eval_base", None, eval_cfg))
         if final is not None:
-            out.append(self.eval_stage("eval_final", final))
+            out.append(self.eval_stage("eval_final", final, eval_cfg))
         return out
 
 
