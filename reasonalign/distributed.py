@@ -156,7 +156,10 @@ def launch_command(dcfg: Any, args: list[str], env: dict | None = None) -> list[
                "--master_port", str(port or 29500)]
         if int(_get(dcfg, "num_processes", 0) or 0) > 0:
             cmd += ["--num_gpus", str(nproc)]
-        return [*cmd, "--module", "reasonalign", *args]
+        if not _get(dcfg, "ssh_check", True):
+            cmd.append("--no_ssh_check")
+        # ranks read LOCAL_RANK from the environment; a --local_rank argument would reach Hydra
+        return [*cmd, "--no_local_rank", "--module", "reasonalign", *args]
     if machines > 1:
         if not ip:
             raise ConfigError("distributed.num_machines > 1 needs distributed.main_process_ip "

@@ -123,7 +123,10 @@ def test_launch_commands(tmp_path):
     hf.write_text("# two nodes\nnode-a slots=8\nnode-b slots=8\n")
     h = D.launch_command(DistributedConfig(name="zero3", hostfile=str(hf)), ["x=2"], env={})
     assert h[1:3] == ["-m", "deepspeed.launcher.runner"] and h[h.index("--num_nodes") + 1] == "2"
-    assert h[h.index("--master_addr") + 1] == "node-a" and h[-3:] == ["--module", "reasonalign", "x=2"]
+    assert h[h.index("--master_addr") + 1] == "node-a" and h[-4:] == ["--no_local_rank", "--module", "reasonalign", "x=2"]
+    assert "--no_ssh_check" not in h
+    h = D.launch_command(DistributedConfig(name="zero3", hostfile=str(hf), ssh_check=False), [], env={})
+    assert "--no_ssh_check" in h
 
 
 def test_helpers():
@@ -268,6 +271,45 @@ def test_zero3_full_finetune_checkpoint_reloads(single):
     start = reload_plain(run_dir / "stages" / "sft" / "model")
     diff = [n for n, p in trained.state_dict().items() if not torch.equal(p, start.state_dict()[n])]
     assert diff  # the gathered 16-bit weights are the trained ones, not the initial shards
+
+
+def test_ddp_lora_matches_single_process(single):
+    run_dir, r = two_rank_run(single, "ddp", "distributed=ddp")
+    check_run(run_dir, r, zero=None)
+    assert_same_losses(single, run_dir)
+    reload_plain(run_dir / "stages" / "dpo" / "model")
+
+
+def test_zero3_offload_lora_matches_single_process(single):
+    """Optimizer states and parameters offloaded to CPU memory (DeepSpeed's CPU Adam)."""
+    run_dir, r = two_rank_run(single, "zero3_offload", "distributed=zero3_offload")
+    check_run(run_dir, r, zero=3)
+    assert_same_losses(single, run_dir)
+    reload_plain(run_dir / "stages" / "dpo" / "model")
+
+
+def test_zero2_full_finetune_checkpoint_reloads(single):
+    import torch
+
+    run_dir, r = two_rank_run(single, "zero2_full", "distributed=zero2", "trainer.finetune=full")
+    check_run(run_dir, r, zero=2)
+    trained = reload_plain(run_dir / "stages" / "dpo" / "model")
+    start = reload_plain(run_dir / "stages" / "sft" / "model")
+    assert any(not torch.equal(p, start.state_dict()[n]) for n, p in trained.state_dict().items())
+
+
+def test_hostfile_launches_through_the_deepspeed_runner(single, tmp_path):
+    """A one-host hostfile: the DeepSpeed launcher starts both ranks on this machine."""
+    hf = tmp_path / "hostfile"
+    hf.write_text("localhost slots=2\n")
+    run_dir, r = two_rank_run(single, "hostfile", "distributed=zero2", f"distributed.hostfile={hf}",
+                              "distributed.ssh_check=false")  # no sshd on a CI machine
+    out = r.stdout + r.stderr
+    assert out.count("reasonalign: relaunching under deepspeed.launcher.runner") == 1
+    for stage in ("sft", "dpo"):
+        m = stage_metrics(run_dir, stage)
+        assert m["world_size"] == 2 and m["zero_stage"] == 2 and m["steps"] == 3
+    assert_same_losses(single, run_dir)
 
 
 # ----------------------------------------------------------------------- random_init (offline)
