@@ -44,15 +44,27 @@ def columns(run_dir: Path) -> dict[str, dict[str, dict]]:
     return out
 
 
-def compare(run_dirs: list[str | Path], out: str | Path) -> Path:
+def compare(run_dirs: list[str | Path], out: str | Path, stages: list[str] | None = None,
+            base_once: bool = False, title: str | None = None) -> Path:
+    """One report over ``run_dirs``. ``stages``: keep only these evaluation stages of training runs
+    (e.g. ``["base", "final"]``); ``base_once``: keep ``base`` from the first run that has it only
+    (the runs of one sweep evaluate the same base model on the same prompts)."""
     models: dict[str, dict[str, dict]] = {}
+    base_seen = False
     for d in run_dirs:
         for label, bench in columns(Path(d)).items():
+            stage = label.rsplit("/", 1)[-1] if "/" in label else None
+            if stage is not None and stages is not None and stage not in stages:
+                continue
+            if stage == "base" and base_once:
+                if base_seen:
+                    continue
+                base_seen, label = True, "base"
             while label in models:
                 label += "'"
             models[label] = bench
-    _, report = write_suite_report(Path(out), "reasonalign compare: " + ", ".join(map(str, run_dirs)), models,
-                                   extra={"runs": [str(d) for d in run_dirs]})
+    _, report = write_suite_report(Path(out), title or "reasonalign compare: " + ", ".join(map(str, run_dirs)),
+                                   models, extra={"runs": [str(d) for d in run_dirs]})
     return report
 
 
@@ -60,9 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m reasonalign.compare", description=__doc__.split("\n\n")[1])
     p.add_argument("runs", nargs="+", help="run directories holding metrics.json")
     p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
+    p.add_argument("--stages", default=None,
+                   help="comma-separated evaluation stages to keep from training runs (e.g. base,final)")
+    p.add_argument("--base-once", action="store_true",
+                   help="keep the base model's column from the first run only (runs of one sweep)")
     args = p.parse_args(argv)
     try:
-        report = compare(args.runs, args.out)
+        report = compare(args.runs, args.out, stages=args.stages.split(",") if args.stages else None,
+                         base_once=args.base_once)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}")
         return 2

@@ -1,0 +1,70 @@
+"""Issue #7's tools for real, on tiny-random: the multirun sweep's one comparison report, the
+method-cost script on the sweep's runs, and the reasonalign-vs-plain-TRL throughput script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=tiny-random", "data=tiny", "trainer=tiny", "eval=tiny", "responses.max_new_tokens=12"]
+
+
+def run(cmd: list[str], cwd=None) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=cwd)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return r
+
+
+def test_sweep_writes_one_comparison_report_then_method_cost(tmp_path):
+    sweep = tmp_path / "multirun"
+    r = run([sys.executable, "-m", "reasonalign", "-m", "method=sft,dpo", *TINY,
+             f"run_dir={tmp_path}/" + "${method.name}", f"hydra.sweep.dir={sweep}"])
+    out = sweep / "comparison"
+    assert f"comparison report: {(out / 'report.md').resolve()}" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the base model once, then each job's final model
+    assert list(metrics["models"]) == ["base", "sft/final", "dpo/final"]
+    for col in metrics["models"].values():
+        assert set(col) == {"held_out_harmful", "held_out_benign"}
+        assert 0.0 <= col["held_out_harmful"]["harmful_compliance"]["rate"] <= 1.0
+    meta = json.loads((out / "sweep.json").read_text())
+    assert [(j["method"], j["ok"]) for j in meta["jobs"]] == [("sft", True), ("dpo", True)]
+    report = (out / "report.md").read_text()
+    assert "All runs evaluated the same held-out prompts" in report and "| dpo |" in report
+    assert (out / "rates.png").stat().st_size > 0
+    # the sweep's base column is the same model evaluation as each run's own eval_base
+    own = json.loads((tmp_path / "dpo" / "metrics.json").read_text())["eval"]["base"]["harmful_compliance"]
+    assert metrics["models"]["base"]["held_out_harmful"]["harmful_compliance"]["rate"] == own["rate"]
+
+    cost = tmp_path / "cost"
+    run([sys.executable, str(ROOT / "benchmarks" / "method_cost.py"), str(tmp_path / "sft"), str(tmp_path / "dpo"),
+         "--prompts", "4", "--max-new-tokens", "8", "--out", str(cost)])
+    res = json.loads((cost / "results.json").read_text())
+    assert list(res["models"]) == ["base", "sft", "dpo"] and len(res["prompts"]) == 4
+    for m in res["models"].values():
+        assert m["latency_mean_s"] > 0 and 0 < m["generated_tokens_mean"] <= 8
+    assert res["models"]["base"]["latency_vs_base"] == 1.0
+    assert "latency vs base" in (cost / "report.md").read_text()
+
+
+def test_throughput_script_compares_against_plain_trl(tmp_path):
+    out = tmp_path / "tp"
+    run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), *TINY[:4], "--steps", "2", "--repeats", "2",
+         "--rows", "8", "--gen-prompts", "4", "--gen-tokens", "8", "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    for kind in ("sft", "dpo"):
+        s = res["train"][kind]
+        assert len(s["rounds"]) == 2
+        for rnd in s["rounds"]:
+            for side in ("reasonalign", "trl"):
+                assert rnd[side]["steps"] == 2 and rnd[side]["train_tokens"] > 0
+            # the same rows, batch and steps: both sides saw the same number of tokens
+            assert rnd["reasonalign"]["train_tokens"] == rnd["trl"]["train_tokens"]
+        assert s["tokens_per_s_ratio"]["median"] > 0 and s["peak_memory_ratio"]["median"] > 0
+    gen = res["generation"]
+    assert gen["batched"]["batch_size"] == 8 and gen["one_at_a_time"]["batch_size"] == 1
+    assert gen["batched"]["generated_tokens"] > 0
+    assert "plain TRL tokens/s" in (out / "report.md").read_text()
