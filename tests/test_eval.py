@@ -16,6 +16,9 @@ def test_wilson_known_values():
     lo, hi = wilson(20, 20)
     assert hi == 1.0 and lo == pytest.approx(0.8389, abs=1e-4)
     assert all(math.isnan(x) for x in wilson(0, 0))
+    # exact at the ends for every n (the plain formula gives 0.9999999999999999 for some n,
+    # which made a report's error bar negative)
+    assert all(wilson(n, n)[1] == 1.0 and wilson(0, n)[0] == 0.0 for n in range(1, 200))
 
 
 def test_rate():

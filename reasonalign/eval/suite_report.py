@@ -103,8 +103,9 @@ def plot_rates(models: dict[str, dict[str, dict]], path: Path, title: str = "") 
                 continue
             xs.append(i - 0.4 + width * (k + 0.5))
             ys.append(100 * r["rate"])
-            lo.append(100 * (r["rate"] - r["ci95"][0]))
-            hi.append(100 * (r["ci95"][1] - r["rate"]))
+            # clamped: a Wilson bound can miss a rate of 0 or 1 by a rounding error
+            lo.append(max(0.0, 100 * (r["rate"] - r["ci95"][0])))
+            hi.append(max(0.0, 100 * (r["ci95"][1] - r["rate"])))
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=lb)
     ticks = []
     for b in benches:
