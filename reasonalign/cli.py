@@ -8,6 +8,7 @@ finished stages), then writes ``metrics.json`` and ``report.md``.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +19,17 @@ from reasonalign.config import ConfigError, register_configs, validate_method_co
 
 log = logging.getLogger("reasonalign")
 
-SECRET_HINTS = ("api_key", "apikey", "token", "secret", "password")
+SECRET_HINTS = ("api_key", "apikey")  # anywhere in a key name
+SECRET_WORDS = {"token", "secret", "password", "passwd", "credentials"}  # a whole word of a key name
+
+
+def is_secret_key(key) -> bool:
+    """``hf_token``, ``client_secret``, ``api_key`` look secret; ``max_new_tokens`` and
+    ``api_key_env`` (the name of a variable, not its value) do not."""
+    k = str(key).lower()
+    if k.endswith("_env"):
+        return False
+    return any(h in k for h in SECRET_HINTS) or bool(SECRET_WORDS & set(re.split(r"[^a-z0-9]+", k)))
 
 
 def conf_dir() -> str:
@@ -33,8 +44,7 @@ def conf_dir() -> str:
 def redact(node):
     """A copy of a config container with secret-looking values replaced."""
     if isinstance(node, dict):
-        return {k: ("***" if any(h in str(k).lower() for h in SECRET_HINTS) and v and not str(k).endswith("_env")
-                    else redact(v)) for k, v in node.items()}
+        return {k: ("***" if is_secret_key(k) and v else redact(v)) for k, v in node.items()}
     if isinstance(node, list):
         return [redact(v) for v in node]
     return node

@@ -75,7 +75,8 @@ def write_sweep_report(jobs: list[dict], out: Path, stages: list[str], wall_seco
         fin, base = ev.get("final") or {}, ev.get("base") or {}
         cfg = _run_config(Path(j["run_dir"]))
         prompt_sets.add(_prompt_digest(Path(j["run_dir"])))
-        lines.append(f"| {j['method']} | `{j['run_dir']}` | {j['seconds'] / 60:.1f} min | {fin.get('n', '–')} | "
+        n = sum((fin.get(k) or {}).get("n", 0) for k in ("harmful_compliance", "benign_compliance"))
+        lines.append(f"| {j['method']} | `{j['run_dir']}` | {j['seconds'] / 60:.1f} min | {n or '–'} | "
                      f"{fin.get('mean_thought_tokens', 0):.1f} | {fin.get('mean_response_tokens', 0):.1f} | "
                      f"{fin.get('generation_seconds', '–')} | {base.get('generation_seconds', '–')} | "
                      f"{cfg.get('eval_max_new_tokens', '–')} |")

@@ -122,3 +122,17 @@ def test_dpo_loss_weights_must_match_loss_types(tmp_path):
     bad = replace(t, dpo=replace(t.dpo, loss_type=["sigmoid", "sft"], loss_weights=[1.0]))
     with pytest.raises(ConfigError, match="one weight per loss_type"):
         trl_kwargs(bad.dpo, bad, ModelConfig(name="m"), tmp_path)
+
+
+def test_redact_hides_secrets_but_keeps_token_budgets():
+    from reasonalign.cli import redact
+
+    cfg = {"teacher": {"api_key": "sk-1", "api_key_env": "OPENAI_API_KEY", "max_new_tokens": 512},
+           "model": {"hf_token": "hf_x", "name": "m"}, "eval": {"generation": {"max_new_tokens": 160}},
+           "judge": {"client_secret": "s", "password": "p"}, "lcpo": {"schedule": {"target_tokens": 256.0}}}
+    out = redact(cfg)
+    assert out["teacher"] == {"api_key": "***", "api_key_env": "OPENAI_API_KEY", "max_new_tokens": 512}
+    assert out["model"] == {"hf_token": "***", "name": "m"}
+    assert out["judge"] == {"client_secret": "***", "password": "***"}
+    assert out["eval"]["generation"]["max_new_tokens"] == 160
+    assert out["lcpo"]["schedule"]["target_tokens"] == 256.0
