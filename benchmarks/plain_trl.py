@@ -1,7 +1,7 @@
 """The plain-TRL side of ``benchmarks/throughput.py``: what a user would write without reasonalign.
 
 ``python benchmarks/plain_trl.py {sft|dpo} MODEL_DIR DATA.jsonl OUT.json --steps N --batch B
---max-length L --lr LR [--beta B] [--lora-r R --lora-alpha A] [--bf16]``
+--max-length L --lr LR [--beta B] [--lora-r R --lora-alpha A] [--bf16] [--gradient-checkpointing true|false]``
 
 Loads the model with transformers, wraps it in a LoRA adapter through ``peft_config``, trains with
 ``trl.SFTTrainer`` (completion-only loss) or ``trl.DPOTrainer`` (the adapter-less model is the
@@ -32,6 +32,8 @@ def main() -> None:
     p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--gradient-checkpointing", choices=["true", "false"], default="false",
+                   help="set explicitly: TRL's own default is true")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
@@ -55,7 +57,7 @@ def main() -> None:
     common = dict(output_dir=tempfile.mkdtemp(prefix="plain-trl-"), max_steps=a.steps, per_device_train_batch_size=a.batch,
                   learning_rate=a.lr, lr_scheduler_type="constant", logging_steps=1, save_strategy="no",
                   report_to="none", bf16=a.bf16, use_cpu=not on_gpu, seed=a.seed, dataloader_num_workers=0,
-                  max_length=a.max_length)
+                  max_length=a.max_length, gradient_checkpointing=a.gradient_checkpointing == "true")
     if a.kind == "sft":
         trainer = SFTTrainer(model=model, args=SFTConfig(completion_only_loss=True, **common), train_dataset=data,
                              processing_class=tok, peft_config=peft)

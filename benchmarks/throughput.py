@@ -182,7 +182,8 @@ def main() -> None:
         plain = [sys.executable, str(HERE / "plain_trl.py"), kind, model_dir, str(data[kind]), "",
                  "--steps", str(a.steps), "--batch", str(s.per_device_train_batch_size), "--max-length",
                  str(s.max_length), "--lr", str(s.learning_rate), "--lora-r", str(tc.lora.r), "--lora-alpha",
-                 str(tc.lora.alpha), "--dtype", cfg.model.dtype] + (["--bf16"] if bf16 else []) + \
+                 str(tc.lora.alpha), "--dtype", cfg.model.dtype,
+                 "--gradient-checkpointing", str(bool(s.gradient_checkpointing)).lower()] + (["--bf16"] if bf16 else []) + \
                 (["--beta", str(s.beta)] if kind == "dpo" else [])
         rounds = []
         for i in range(a.repeats):
