@@ -35,7 +35,7 @@ def test_sweep_writes_one_comparison_report_then_method_cost(tmp_path):
     report = (out / "report.md").read_text()
     assert "All runs evaluated the same held-out prompts" in report and "| dpo |" in report
     row = next(line for line in report.splitlines() if line.startswith("| dpo |")).split(" | ")
-    assert row[3] == "8" and row[-1] == "12 |"  # 8 held-out prompts, eval=tiny's 12 new tokens
+    assert row[3] == "12" and row[-1] == "12 |"  # 8 held-out prompts + 4 wrapped copies; 12 new tokens
     assert (out / "rates.png").stat().st_size > 0
     # the sweep's base column is the same model evaluation as each run's own eval_base
     own = json.loads((tmp_path / "dpo" / "metrics.json").read_text())["eval"]["base"]["harmful_compliance"]
