@@ -157,3 +157,20 @@ def best_worst_pairs(samples: list[dict], prompts: dict[str, dict], min_gap: flo
             if longest is not best and best["score"] - longest["score"] >= min_gap:
                 pair(pid, "length", best, longest)
     return pairs
+
+
+def reference_answers(rows: list[dict], rules) -> tuple[list[tuple[dict, object, str]], int]:
+    """The reference answer y+ of each base-response row, shared by ERPO and SaRO: a refusal with
+    the matching rule's safe alternative for a harmful prompt, the base model's own answer for a
+    benign one it complied with. Returns ``[(row, rule, reference)]`` and how many benign prompts
+    were skipped because the base model refused them (no helpful reference)."""
+    out, skipped = [], 0
+    for r in rows:
+        rule = rules.for_prompt(r["text"], r.get("category"), r["label"])
+        if r["label"] == "harmful":
+            out.append((r, rule, refusal_text(r["id"], rule.safe_alternative or None)))
+        elif r["complied"]:
+            out.append((r, rule, r["response"]))
+        else:
+            skipped += 1
+    return out, skipped

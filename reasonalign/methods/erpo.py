@@ -116,7 +116,7 @@ class ERPOMethod(Method):
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.cot import CoTFormat, ThoughtRequest, generate_thoughts
-            from reasonalign.components.pairs import build_reasoning_pairs, refusal_text
+            from reasonalign.components.pairs import build_reasoning_pairs, reference_answers
             from reasonalign.components.rules import load_rules
             from reasonalign.components.teachers.base import make_teacher
             from reasonalign.models import chat_messages
@@ -124,17 +124,10 @@ class ERPOMethod(Method):
             rules = load_rules(cfg.rules)
             fmt = CoTFormat(cfg.cot)
             rows = read_jsonl(ctx.inputs[RESPONSES] / "responses.jsonl")
-            refs, reqs, skipped = {}, [], 0
-            for r in rows:
-                rule = rules.for_prompt(r["text"], r.get("category"), r["label"])
+            refs, reqs = {}, []
+            chosen, skipped = reference_answers(rows, rules)
+            for r, rule, ref in chosen:
                 harmful = r["label"] == "harmful"
-                if harmful:
-                    ref = refusal_text(r["id"], rule.safe_alternative or None)
-                elif r["complied"]:
-                    ref = r["response"]
-                else:
-                    skipped += 1  # a benign prompt the base model refused: no helpful reference
-                    continue
                 refs[r["id"]] = (r, rule, ref)
                 variants = ["correct", "concise", "verbose", "negative" if harmful else "overcautious"]
                 reqs += [ThoughtRequest(r["id"], r["text"], r["label"], r.get("category", "unknown"), rule, ref,

@@ -152,7 +152,7 @@ class SaROMethod(Method):
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.cot import CoTFormat, ThoughtRequest, generate_thoughts
-            from reasonalign.components.pairs import refusal_text
+            from reasonalign.components.pairs import reference_answers
             from reasonalign.components.rules import load_rules
             from reasonalign.components.sampling import (
                 length_saved,
@@ -166,16 +166,9 @@ class SaROMethod(Method):
             rules = load_rules(cfg.rules)
             fmt = CoTFormat(cfg.cot)
             rows = read_jsonl(ctx.inputs[RESPONSES] / "responses.jsonl")
-            refs, reqs, skipped = {}, [], 0
-            for r in rows:
-                rule = rules.for_prompt(r["text"], r.get("category"), r["label"])
-                if r["label"] == "harmful":
-                    ref = refusal_text(r["id"], rule.safe_alternative or None)
-                elif r["complied"]:
-                    ref = r["response"]
-                else:
-                    skipped += 1  # a benign prompt the base model refused: no helpful reference
-                    continue
+            refs, reqs = {}, []
+            chosen, skipped = reference_answers(rows, rules)
+            for r, rule, ref in chosen:
                 group = [ThoughtRequest(r["id"], r["text"], r["label"], r.get("category", "unknown"), rule, ref,
                                         style=m.style, variant="correct", sample=k) for k in range(m.rw_samples)]
                 refs[r["id"]] = (r, rule, ref, group)
