@@ -67,6 +67,22 @@ def test_interrupted_stage_never_looks_complete(tmp_path):
     assert not (tmp_path / "stages" / "b.partial").exists()
 
 
+def test_interrupted_rerun_of_a_changed_stage_keeps_the_old_output(tmp_path):
+    calls = []
+    run_pipeline(make_stages(calls), tmp_path)
+    old = json.loads((tmp_path / "stages" / "b" / MARKER).read_text())["fingerprint"]
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(make_stages(calls, b_cfg=2, fail_in="b"), tmp_path)
+    # the old finished output is still there, unchanged, next to the new partial work
+    assert json.loads((tmp_path / "stages" / "b" / MARKER).read_text())["fingerprint"] == old
+    assert (tmp_path / "stages" / "b.partial" / "half.txt").exists()
+    calls.clear()
+    res = run_pipeline(make_stages(calls, b_cfg=2), tmp_path)
+    assert calls == ["b", "c"] and res["b"].fingerprint != old
+    assert json.loads((tmp_path / "stages" / "b" / MARKER).read_text())["fingerprint"] == res["b"].fingerprint
+    assert not (tmp_path / "stages" / "b.partial").exists()
+
+
 def test_partial_work_of_another_config_is_discarded(tmp_path):
     calls = []
     with pytest.raises(KeyboardInterrupt):

@@ -82,65 +82,25 @@ class StageResult:
     metrics: dict
 
 
-def run_pipeline(stages: Sequence[Stage], run_dir: Path, only_rank0: bool = True) -> dict[str, StageResult]:
+def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResult]:
     """Run ``stages`` in order under ``run_dir/stages``; returns each stage's result.
 
-    With several processes (``distributed=...``) only rank 0 touches the directories: a stage with
-    ``distributed=False`` runs on rank 0 alone, a training stage on every rank (into the same
-    partial directory; the trainers write from rank 0), and rank 0 renames it after a barrier.
+    With several processes (``distributed=...``) every rank walks the same stages in the same
+    order, but only rank 0 touches the directories: a stage with ``distributed=False`` runs on
+    rank 0 alone while the others wait at a barrier and then read its finished output; a training
+    stage runs on every rank (into the same partial directory; the trainers write from rank 0), and
+    rank 0 renames it after a barrier. In a single process the barriers are no-ops.
+
+    A stage whose config or inputs changed keeps its old finished output until the new one is
+    done: an interrupted re-run leaves the old result in place (it is not reused: its fingerprint
+    differs).
     """
     from reasonalign import distributed as D
 
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise PipelineError(f"duplicate stage names: {names}")
-    if D.world_size() > 1:
-        return _run_ranked(stages, run_dir, D)
-    stage_root = run_dir / "stages"
-    stage_root.mkdir(parents=True, exist_ok=True)
-    results: dict[str, StageResult] = {}
-    for stage in stages:
-        missing = [d for d in stage.deps if d not in results]
-        if missing:
-            raise PipelineError(f"stage {stage.name!r} depends on {missing}, which do not run before it")
-        fp = fingerprint(stage, {d: results[d].fingerprint for d in stage.deps})
-        final = stage_root / stage.name
-        marker = read_marker(final)
-        if marker and marker.get("fingerprint") == fp:
-            log.info("stage %-16s skipped: finished output with the same fingerprint (%s)", stage.name, fp)
-            results[stage.name] = StageResult(stage.name, fp, final, True, 0.0, marker.get("metrics", {}))
-            continue
-        if final.exists():
-            log.info("stage %-16s config or inputs changed: re-running (old %s, new %s)",
-                     stage.name, (marker or {}).get("fingerprint"), fp)
-            shutil.rmtree(final)
-        partial = stage_root / f"{stage.name}.partial"
-        fp_file = partial / ".fingerprint"
-        if partial.exists() and (not fp_file.exists() or fp_file.read_text().strip() != fp):
-            shutil.rmtree(partial)  # partial work of a different config: not reusable
-        resumed = partial.exists()
-        partial.mkdir(parents=True, exist_ok=True)
-        fp_file.write_text(fp)
-        log.info("stage %-16s %s (%s)", stage.name, "resuming" if resumed else "running", fp)
-        ctx = StageContext(stage, partial, {d: results[d].path for d in stage.deps}, run_dir, fp)
-        t0 = time.time()
-        metrics = stage.run(ctx) or {}
-        metrics = {**ctx.metrics, **metrics}
-        seconds = time.time() - t0
-        fp_file.unlink()
-        (partial / MARKER).write_text(
-            json.dumps({"fingerprint": fp, "stage": stage.name, "seconds": round(seconds, 2),
-                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "metrics": metrics},
-                       indent=2, default=str)
-        )
-        partial.rename(final)
-        log.info("stage %-16s done in %.1fs", stage.name, seconds)
-        results[stage.name] = StageResult(stage.name, fp, final, False, seconds, metrics)
-    return results
-
-
-def _run_ranked(stages: Sequence[Stage], run_dir: Path, D) -> dict[str, StageResult]:
-    """:func:`run_pipeline` for several ranks; every rank walks the same stages in the same order."""
+    ranked = D.world_size() > 1
     main = D.is_main()
     stage_root = run_dir / "stages"
     if main:
@@ -161,14 +121,16 @@ def _run_ranked(stages: Sequence[Stage], run_dir: Path, D) -> dict[str, StageRes
             continue
         if main:
             if final.exists():
-                shutil.rmtree(final)
+                log.info("stage %-16s config or inputs changed: re-running (old %s, new %s)",
+                         stage.name, (marker or {}).get("fingerprint"), fp)
             fp_file = partial / ".fingerprint"
             if partial.exists() and (not fp_file.exists() or fp_file.read_text().strip() != fp):
-                shutil.rmtree(partial)
+                shutil.rmtree(partial)  # partial work of a different config: not reusable
+            resumed = partial.exists()
             partial.mkdir(parents=True, exist_ok=True)
             fp_file.write_text(fp)
-            log.info("stage %-16s running on %s (%s)", stage.name,
-                     f"all {D.world_size()} ranks" if stage.distributed else "rank 0", fp)
+            where = (f" on {f'all {D.world_size()} ranks' if stage.distributed else 'rank 0'}" if ranked else "")
+            log.info("stage %-16s %s%s (%s)", stage.name, "resuming" if resumed else "running", where, fp)
         D.barrier()
         ctx = StageContext(stage, partial, {d: results[d].path for d in stage.deps}, run_dir, fp)
         t0 = time.time()
@@ -179,7 +141,7 @@ def _run_ranked(stages: Sequence[Stage], run_dir: Path, D) -> dict[str, StageRes
                 metrics = stage.run(ctx) or {}
             finally:
                 D.in_training_stage(False)
-                if stage.distributed:
+                if stage.distributed and ranked:
                     D.after_training()
             metrics = {**ctx.metrics, **metrics}
         seconds = time.time() - t0
@@ -190,6 +152,8 @@ def _run_ranked(stages: Sequence[Stage], run_dir: Path, D) -> dict[str, StageRes
                 json.dumps({"fingerprint": fp, "stage": stage.name, "seconds": round(seconds, 2),
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "metrics": metrics},
                            indent=2, default=str))
+            if final.exists():
+                shutil.rmtree(final)  # the old output of a different config, replaced only now
             partial.rename(final)
             log.info("stage %-16s done in %.1fs", stage.name, seconds)
         D.barrier()  # the renamed output exists for everyone
