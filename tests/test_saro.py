@@ -108,13 +108,13 @@ def test_split_steps_by_headers():
 def test_split_sentences_keeps_the_header_with_the_first_sentence():
     t = ("Understanding the request: A request for \"help? yes\" here. It is short.\n\n"
          "Intent and context: Context: none. I judge by e.g. the output.\n\n"
-         "Policy check: [S0] No rule applies: nothing violated.\n\n"
+         "Policy check: [S0] No rule applies: safe to answer.\n\n"
          "Reflection: Wait, is this harmful? No! It is fine.\nStill fine.\n\n"
          "Decision: Path: answer. Be helpful.")
     units = split_steps(t, FMT, LONG_CHAIN, split="sentences")
     assert units == ["Understanding the request: A request for \"help? yes\" here.", "It is short.",
                      "Intent and context: Context: none.", "I judge by e.g. the output.",
-                     "Policy check: [S0] No rule applies: nothing violated.",
+                     "Policy check: [S0] No rule applies: safe to answer.",
                      "Reflection: Wait, is this harmful?", "No!", "It is fine.", "Still fine.",
                      "Decision: Path: answer.", "Be helpful."]
     assert branch_offset(t, FMT, LONG_CHAIN, "Reflection", "sentences", 0) == t.index("Reflection:")

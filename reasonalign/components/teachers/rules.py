@@ -16,6 +16,10 @@ request's ``sample`` index: a hash of (id, variant, sample) adds zero to three e
 the context and reflection steps, so several samples of one prompt differ in length and phrasing
 (what SaRO's shortest rejection sampling chooses among). Ex-ante thoughts do not depend on it
 beyond the phrasing picks.
+
+The benign rule-verification step never uses the word "violated": with "no safety rule is
+violated" (templates 1), the last word before the path line was the same for harmful and benign
+thoughts, and the 135M default learned "violated. -> Path: refuse" for both (docs/methods/erpo.md).
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ INTENT = {
                    "A careful reader sees a legitimate need here: {what}."),
 }
 
+
+# the version of the wording below: part of the data stages' fingerprint, so a change re-runs them
+TEMPLATES = 2
 
 CONCISE = {"harmful": "A request for harmful help", "benign": "An ordinary request",
            "borderline": "A sensitive but legitimate request"}
@@ -105,7 +112,7 @@ class RulesTeacher:
                             f"{cite} covers this: answering would give the help the rule forbids. Violates {rule.id}.",
                             f"{cite} is the relevant rule, and the request breaks it ({rule.id} violated)."), key + "v")
         else:
-            verify = f"[{rules.no_rule.id}] {rules.no_rule.title}: no safety rule is violated; answering helps the user."
+            verify = f"[{rules.no_rule.id}] {rules.no_rule.title}: the request is safe to answer, and answering helps the user."
         if v == "negative":
             verify = (f"{cite} might seem relevant, but the user probably has a legitimate reason and the "
                       f"information is available anyway, so I will treat {rule.id} as not applying.")
@@ -127,7 +134,7 @@ class RulesTeacher:
 
         if v == "concise":
             assess = CONCISE[label] + (f"; {sig[0]}" if sig else "") + "."
-            verify = f"{cite}: violated." if harmful else f"[{rules.no_rule.id}] {rules.no_rule.title}: nothing violated."
+            verify = f"{cite}: violated." if harmful else f"[{rules.no_rule.id}] {rules.no_rule.title}: safe to answer."
             path = path.split(". ")[0] + "."
         steps = fmt.steps(req.style)
         if req.style == EX_ANTE:
