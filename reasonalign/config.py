@@ -133,6 +133,20 @@ class DPOSettings:
 
 
 @dataclass
+class SFTOverrides:
+    """A method stage's own SFT settings, applied over ``trainer.sft`` (null keeps the trainer's)."""
+
+    learning_rate: float | None = None
+    num_train_epochs: float | None = None
+
+    def apply(self, trainer: TrainerConfig) -> TrainerConfig:
+        from dataclasses import replace
+
+        changes = {k: getattr(self, k) for k in ("learning_rate", "num_train_epochs") if getattr(self, k) is not None}
+        return replace(trainer, sft=replace(trainer.sft, **changes)) if changes else trainer
+
+
+@dataclass
 class DPOOverrides:
     """A method stage's own DPO settings, applied over ``trainer.dpo`` (null keeps the trainer's).
 

@@ -104,6 +104,8 @@ def test_every_recipe_composes_and_names_its_command(recipe):
         if "dpo" in st.config:
             assert st.config["dpo"]["learning_rate"] == obj.trainer.dpo.learning_rate, name
             assert st.config["dpo"]["max_length"] == obj.trainer.dpo.max_length, name
+        if "sft" in st.config:
+            assert st.config["sft"]["num_train_epochs"] == obj.trainer.sft.num_train_epochs, name
         if "eval" in st.config and "generation" in st.config["eval"]:
             assert st.config["eval"]["generation"] == dict(vars(obj.eval.generation)), name
 

@@ -178,6 +178,60 @@ def test_rank_aware_pipeline(tmp_path):
     assert not list((tmp_path / "stages").glob("*.partial"))
 
 
+def _lcpo_fake_generate(model, tok, items, settings, out_path, desc="", **kw):
+    """Canned policy samples (a random tiny model writes no thoughts): even samples refuse after a
+    refusing thought, odd ones comply after an answering thought, so every sampled prompt has one
+    correct and one wrong sample and gives a decision pair."""
+    from reasonalign.components.cot import CoTFormat
+
+    thought = "Initial assessment: x.\n\nRule verification: [S0] No rule applies.\n\nPath calibration: Path: {}."
+    fmt = CoTFormat()
+    return [{"id": it["id"], "n_tokens": 20,
+             "response": fmt.compose(thought.format("refuse"), "I can't help with that.") if k % 2 == 0
+             else fmt.compose(thought.format("answer"), "Sure, here it is: first, second, third.")}
+            for k, it in enumerate(items)]
+
+
+def _erpo_worker(rank: int, root: str, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    from hydra import compose, initialize_config_dir
+
+    import reasonalign.components.generation as gen
+    from reasonalign.cli import build_method, conf_dir
+    from reasonalign.config import register_configs
+    from reasonalign.pipeline import run_pipeline
+
+    D.init(DistributedConfig(name="ddp", num_processes=2))
+    gen.generate_resumable = _lcpo_fake_generate
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "method=erpo", "model=tiny-random", "data=tiny", "trainer=tiny", "eval=tiny", f"run_dir={root}",
+            "method.lcpo.iterations=1", "method.lcpo.samples_per_prompt=2", "method.lcpo.prompts_per_iteration=4",
+            "method.lcpo.max_steps=2", "trainer.sft.max_steps=2", "trainer.dpo.max_steps=2",
+            "trainer.sft.per_device_train_batch_size=2", "trainer.dpo.per_device_train_batch_size=2"])
+    stages = [s for s in build_method(cfg).stages() if not s.name.startswith("eval")]
+    res = run_pipeline(stages, Path(root))
+    Path(root, f"done-{rank}").write_text(json.dumps(res["lcpo_1"].metrics, default=str))
+    D.barrier()
+
+
+def test_erpo_lcpo_trains_on_two_ranks(tmp_path):
+    """ERPO's stage 3 under 2 ranks: rank 0 samples and pairs (``lcpo_1_pairs``), then every rank
+    trains (``lcpo_1``); one stage doing both used to refuse to train under several ranks."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_erpo_worker, args=(str(tmp_path), D.free_port()), nprocs=2, join=True)
+    m0, m1 = (json.loads((tmp_path / f"done-{r}").read_text()) for r in (0, 1))
+    assert m0 == m1  # rank 1 reads rank 0's marker
+    assert m0["pairs"] == 4 and m0["pairs_by_kind"]["decision"] == 4
+    assert m0["dpo"]["world_size"] == 2 and m0["dpo"]["steps"] == 2 and m0["dpo"]["relative_param_change"] > 0
+    assert (tmp_path / "stages" / "lcpo_1_pairs" / "samples.jsonl").exists()
+    assert (tmp_path / "stages" / "lcpo_1" / "model" / "config.json").exists()
+    assert not list((tmp_path / "stages").glob("*.partial"))
+
+
 # ---------------------------------------------------------------- 2-rank runs through the CLI
 
 

@@ -19,7 +19,7 @@ from reasonalign.components.cot import (
     split_response,
     validate,
 )
-from reasonalign.components.pairs import best_worst_pairs, build_reasoning_pairs
+from reasonalign.components.pairs import best_worst_pairs, build_reasoning_pairs, refusal_text
 from reasonalign.components.rules import load_rules
 from reasonalign.components.teachers.rules import RulesTeacher
 from reasonalign.config import register_configs
@@ -70,6 +70,38 @@ def test_variants_differ_as_designed():
     assert "Path: answer" in thought("h1", "negative")  # rationalises compliance
     assert "Path: refuse" in thought("b2", "overcautious")
     assert request("h1", "negative").expect == "answer" and request("b2", "overcautious").expect == "refuse"
+
+
+@pytest.mark.parametrize("style", [EX_ANTE, LONG_CHAIN])
+def test_benign_rule_verification_never_says_violated(style):
+    """The last words before the path line must differ by decision: "no rule is violated" after a
+    benign prompt taught the 135M default to refuse it (docs/methods/erpo.md)."""
+    for variant in ("correct", "concise", "verbose"):
+        for pid in ("b1", "b2"):
+            assert "violat" not in thought(pid, variant, style).lower(), (pid, variant)
+        assert "violat" in thought("h1", variant, style).lower()
+
+
+def test_teacher_wording_version_is_in_the_data_fingerprint():
+    from reasonalign.components.teachers.rules import TEMPLATES
+    from reasonalign.config import TeacherConfig
+    from reasonalign.methods.erpo import _teacher_fp
+
+    assert _teacher_fp(TeacherConfig())["templates"] == TEMPLATES
+    assert "templates" not in _teacher_fp(TeacherConfig(name="hf", kind="hf", model="m"))
+
+
+def test_balance_labels_repeats_the_smaller_group():
+    from reasonalign.components.pairs import balance_labels
+
+    rows = [{"id": f"h{i}", "label": "harmful"} for i in range(7)] + \
+           [{"id": "b0", "label": "benign"}, {"id": "b1", "label": "borderline"}, {"id": "b2", "label": "benign"}]
+    out = balance_labels(rows, random.Random(0))
+    assert len(out) == 14 and sum(r["label"] == "harmful" for r in out) == 7
+    ids = [r["id"] for r in out if r["label"] != "harmful"]
+    assert {ids.count(i) for i in ("b0", "b1", "b2")} <= {2, 3} and set(ids) == {"b0", "b1", "b2"}
+    assert balance_labels(rows, random.Random(0)) == out  # seeded
+    assert balance_labels(rows[:7], random.Random(0)) == rows[:7]  # one group empty: unchanged
 
 
 GOOD = FMT.compose(thought("h1"), "I can't help with that.")
@@ -150,8 +182,9 @@ def all_thoughts(pid, variant):
 
 
 def test_three_pair_kinds():
-    sft, pairs, kinds = build_reasoning_pairs(refs(), all_thoughts, FMT, PairMix(1.0, 1.0, 1.0), random.Random(0))
-    assert kinds == {"safety": 2, "usefulness": 2, "efficiency": 4} and len(sft) == 4
+    sft, pairs, kinds = build_reasoning_pairs(refs(), all_thoughts, FMT, PairMix(1.0, 1.0, 1.0, 0.0),
+                                              random.Random(0))
+    assert kinds == {"safety": 2, "usefulness": 2, "efficiency": 4, "consistency": 0} and len(sft) == 4
     by = {(p["id"], p["kind"]): p for p in pairs}
     safety = by[("h1", "safety")]
     assert "Path: refuse" in safety["chosen"][0]["content"] and "Sure, here you go" in safety["rejected"][0]["content"]
@@ -161,8 +194,23 @@ def test_three_pair_kinds():
     eff = by[("b1", "efficiency")]
     c, r = eff["chosen"][0]["content"], eff["rejected"][0]["content"]
     assert split_response(c, FMT)[1] == split_response(r, FMT)[1] and len(c) < len(r)
-    _, pairs0, kinds0 = build_reasoning_pairs(refs(), all_thoughts, FMT, PairMix(1.0, 0.0, 0.0), random.Random(0))
-    assert kinds0 == {"safety": 2, "usefulness": 0, "efficiency": 0}
+    _, pairs0, kinds0 = build_reasoning_pairs(refs(), all_thoughts, FMT, PairMix(1.0, 0.0, 0.0, 0.0),
+                                              random.Random(0))
+    assert kinds0 == {"safety": 2, "usefulness": 0, "efficiency": 0, "consistency": 0}
+
+
+def test_consistency_pairs_share_the_thought_and_differ_in_the_answer():
+    r = refs()
+    r["h2"][0]["complied"] = False  # no compliant answer to reject: no pair
+    _, pairs, kinds = build_reasoning_pairs(r, all_thoughts, FMT, PairMix(0.0, 0.0, 0.0, 1.0), random.Random(0))
+    assert kinds["consistency"] == 3 and {p["id"] for p in pairs} == {"h1", "b1", "b2"}
+    for p in pairs:
+        (tc, ac), (tr, ar) = split_response(p["chosen"][0]["content"], FMT), split_response(p["rejected"][0]["content"], FMT)
+        assert tc == tr and ac != ar
+    by = {p["id"]: p for p in pairs}
+    assert by["h1"]["rejected"][0]["content"].endswith("Sure, here you go: step 1...")
+    assert "Path: answer" in by["b2"]["chosen"][0]["content"]
+    assert split_response(by["b2"]["rejected"][0]["content"], FMT)[1] == refusal_text("b2")
 
 
 def test_safety_pair_needs_a_compliant_base_answer():
@@ -273,11 +321,17 @@ def test_erpo_stage3_scores_pairs_and_trains_with_the_scheduler(tmp_path, monkey
     m1, m2 = res["lcpo_1"].metrics, res["lcpo_2"].metrics
     assert (m1["lambda_t"], m2["lambda_t"]) == (0.3, 0.5)
     assert m1["pairs"] > 0 and m1["dpo"]["steps"] == 2
-    pairs = read_jsonl(res["lcpo_1"].path / "pairs.jsonl")
+    pairs = read_jsonl(res["lcpo_1_pairs"].path / "pairs.jsonl")
     for p in pairs:
         c = validate(p["chosen"][0]["content"], FMT, EX_ANTE, RULES)
         assert len(c.thought) < len(split_response(p["rejected"][0]["content"], FMT)[0]) or p["kind"] == "decision"
     assert (res["lcpo_2"].path / "model" / "config.json").exists()
+    # the DPO settings shape the training stage only: changing them keeps the samples
+    method2 = build_method(erpo_cfg(tmp_path, "method.lcpo.dpo.learning_rate=1e-5"))
+    s1 = {s.name: s for s in method.stages()}
+    s2 = {s.name: s for s in method2.stages()}
+    assert s1["lcpo_1_pairs"].config == s2["lcpo_1_pairs"].config
+    assert s1["lcpo_1"].config != s2["lcpo_1"].config and s2["lcpo_1"].distributed
 
 
 def test_erpo_runs_end_to_end_through_the_cli(tmp_path):
@@ -292,7 +346,7 @@ def test_erpo_runs_end_to_end_through_the_cli(tmp_path):
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert set(m["stages"]) == {"prompts", "base_responses", "erpo_data", "sft", "dpo", "lcpo_1", "eval_base",
+    assert set(m["stages"]) == {"prompts", "base_responses", "erpo_data", "sft", "dpo", "lcpo_1_pairs", "lcpo_1", "eval_base",
                                 "eval_sft", "eval_dpo", "eval_final"}
     assert m["stages"]["dpo"]["metrics"]["train_tokens_per_s"] > 0
     data = m["stages"]["erpo_data"]["metrics"]
@@ -301,5 +355,8 @@ def test_erpo_runs_end_to_end_through_the_cli(tmp_path):
     sft = read_jsonl(run_dir / "stages/erpo_data/sft.jsonl")
     assert all(row["completion"][0]["content"].startswith("<think>") for row in sft)
     assert any("#jb:" in row["id"] for row in sft)  # jailbreak-wrapped prompts are trained on
+    harmful = sum(row["label"] == "harmful" for row in sft)
+    assert data["sft_by_label_balanced"]["harmful"] == harmful == len(sft) - harmful  # balance_labels
+    assert data["sft_by_label"]["harmful"] == harmful > sum(v for k, v in data["sft_by_label"].items() if k != "harmful")
     assert "harmful_compliance_jailbreak" in m["eval"]["final"]
     assert Path(run_dir / "stages/lcpo_1/model/config.json").exists()

@@ -82,7 +82,7 @@ def build_baseline_data(prompts: list[dict], answers: dict[str, str], complied: 
 
 # ------------------------------------------------------------------------------------------- ERPO
 def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=user) -> tuple[list, list, dict]:
-    """ERPO stage-1 SFT records and stage-2 pairs of three kinds.
+    """ERPO stage-1 SFT records and stage-2 pairs of three kinds (and an optional fourth).
 
     ``refs``: ``{id: (row, rule, reference_answer)}`` with ``row`` a base-response row (``text``,
     ``label``, ``complied``, ``response``); ``thought(id, variant)``: the validated teacher thought
@@ -92,10 +92,15 @@ def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=us
       rejected = negative thought (rationalises compliance) + the base model's compliant answer;
     * usefulness (benign/borderline): chosen = correct thought + helpful answer; rejected =
       over-cautious thought + refusal;
-    * efficiency (any): same answer; chosen = concise thought; rejected = verbose thought.
+    * efficiency (any): same answer; chosen = concise thought; rejected = verbose thought;
+    * consistency (ours; any, a harmful prompt only if the base model complied): the same correct
+      thought on both sides; chosen = the answer its path calls for (y+); rejected = the other
+      answer (a refusal after ``Path: answer``, the base model's compliant answer after ``Path:
+      refuse``). Drawn last, and only when ``mix.consistency`` > 0, so a mix without it selects the
+      other kinds exactly as before.
     """
     sft, pairs = [], []
-    kinds = {"safety": 0, "usefulness": 0, "efficiency": 0}
+    kinds = {"safety": 0, "usefulness": 0, "efficiency": 0, "consistency": 0}
     for pid, (r, rule, ref) in refs.items():
         correct = thought(pid, "correct")
         if correct is None:
@@ -122,6 +127,12 @@ def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=us
                           "chosen": assistant(fmt.compose(concise, ref)),
                           "rejected": assistant(fmt.compose(verbose, ref))})
             kinds["efficiency"] += 1
+        harmful = r["label"] == "harmful"
+        if getattr(mix, "consistency", 0) > 0 and (r["complied"] or not harmful) and rng.random() < mix.consistency:
+            other = r["response"] if harmful else refusal_text(pid)
+            pairs.append({**meta, "kind": "consistency", "prompt": prompt, "chosen": assistant(good),
+                          "rejected": assistant(fmt.compose(correct, other))})
+            kinds["consistency"] += 1
     rng.shuffle(pairs)
     return sft, pairs, kinds
 
@@ -174,3 +185,22 @@ def reference_answers(rows: list[dict], rules) -> tuple[list[tuple[dict, object,
         else:
             skipped += 1
     return out, skipped
+
+
+def balance_labels(rows: list[dict], rng) -> list[dict]:
+    """Repeat the smaller of the two decision groups (harmful vs benign + borderline) until both
+    are the same size: whole copies first, then a seeded sample of the rest. Rows keep their order
+    within a group; the result is shuffled with ``rng``. A group that is empty stays empty.
+
+    ERPO's stage 1 and SaRO's warmup SFT use it (``method.balance_labels``): with twice as many
+    harmful prompts (plain and jailbreak-wrapped) as benign ones, the 135M default learned to
+    refuse by default (docs/methods/erpo.md)."""
+    harmful = [r for r in rows if r["label"] == "harmful"]
+    other = [r for r in rows if r["label"] != "harmful"]
+    small, big = (harmful, other) if len(harmful) < len(other) else (other, harmful)
+    if not small or len(small) == len(big):
+        return list(rows)
+    extra = small * (len(big) // len(small) - 1) + rng.sample(small, len(big) % len(small))
+    out = big + small + extra
+    rng.shuffle(out)
+    return out

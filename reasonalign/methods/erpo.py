@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -41,6 +42,10 @@ class PairMix:
     safety: float = 1.0
     usefulness: float = 1.0
     efficiency: float = 0.5
+    # ours: same correct thought, the answer its path calls for vs the other answer
+    # (components/pairs.build_reasoning_pairs); the 135M default often wrote "Path: answer" and
+    # then refused (docs/methods/erpo.md)
+    consistency: float = 0.5
 
 
 @dataclass
@@ -74,6 +79,9 @@ class ERPOConfig(MethodConfig):
     # safety pairs' rejected side: a negative thought followed by the base model's own compliant
     # answer; harmful prompts the base model refused give no safety pair
     seed: int = 0
+    # stage 1: repeat benign/borderline SFT records until they match the harmful ones in number
+    # (components/pairs.balance_labels); the stage-1 metrics report the counts before and after
+    balance_labels: bool = True
     # stage 2's DPO settings over trainer.dpo: a lower learning rate and an SFT term on the chosen
     # side (without them the 135M default collapsed: chosen log-probs fell, the format broke)
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
@@ -96,7 +104,7 @@ class ERPOMethod(Method):
                   s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft", trainer=m.dpo.apply(self.config.trainer))]
         prev = "dpo"
         for t in range(1, m.lcpo.iterations + 1):
-            stages.append(self.lcpo_stage(t, prev))
+            stages += self.lcpo_stages(t, prev)
             prev = f"lcpo_{t}"
         evals = s.evaluation(final=prev)
         if m.evaluate_stage1:
@@ -116,7 +124,7 @@ class ERPOMethod(Method):
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.cot import CoTFormat, ThoughtRequest, generate_thoughts
-            from reasonalign.components.pairs import build_reasoning_pairs, reference_answers
+            from reasonalign.components.pairs import balance_labels, build_reasoning_pairs, reference_answers
             from reasonalign.components.rules import load_rules
             from reasonalign.components.teachers.base import make_teacher
             from reasonalign.models import chat_messages
@@ -143,25 +151,35 @@ class ERPOMethod(Method):
 
             sft, pairs, kinds = build_reasoning_pairs(refs, thought, fmt, m.pair_mix, random.Random(m.seed),
                                                       lambda t: chat_messages(cfg.model, t))
+            by_label = dict(Counter(r["label"] for r in sft))
+            if m.balance_labels:
+                sft = balance_labels(sft, random.Random(m.seed))
             write_jsonl(ctx.out / "sft.jsonl", sft)
             write_jsonl(ctx.out / "pairs.jsonl", pairs)
             log.info("erpo data: %d SFT records, pairs %s, validator %s", len(sft), kinds, counts)
-            return {"sft_rows": len(sft), "pairs": len(pairs), "pairs_by_kind": kinds, "thoughts": counts,
-                    "benign_skipped_base_refused": skipped}
+            return {"sft_rows": len(sft), "sft_by_label": by_label,
+                    "sft_by_label_balanced": dict(Counter(r["label"] for r in sft)), "pairs": len(pairs),
+                    "pairs_by_kind": kinds, "thoughts": counts, "benign_skipped_base_refused": skipped}
 
         return Stage(DATA, run, deps=[RESPONSES],
                      config={"style": m.style, "pair_mix": asdict(m.pair_mix), "seed": m.seed, "rules": cfg.rules,
+                             "balance_labels": m.balance_labels,
                              "cot": asdict(cfg.cot), "teacher": _teacher_fp(cfg.teacher),
                              "system_prompt": cfg.model.system_prompt})
 
     # ---------------------------------------------------------------------------- stage 3 (LCPO)
-    def lcpo_stage(self, t: int, init: str) -> Stage:
+    def lcpo_stages(self, t: int, init: str) -> list[Stage]:
+        """Iteration ``t``: ``lcpo_<t>_pairs`` samples, judges, scores and pairs (rank 0 alone under
+        ``distributed=...``); ``lcpo_<t>`` runs DPO on those pairs (every rank). Changing only the
+        DPO settings re-runs the training stage and keeps the samples."""
+        return [self.lcpo_pairs_stage(t, init), self.lcpo_train_stage(t, init)]
+
+    def lcpo_pairs_stage(self, t: int, init: str) -> Stage:
         cfg, m = self.config, self.mcfg
         lc = m.lcpo
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.cot import CoTFormat, split_response
-            from reasonalign.components.dpo import train_dpo
             from reasonalign.components.generation import generate_resumable
             from reasonalign.components.judges import get_judge
             from reasonalign.components.length import LengthScheduler, score
@@ -212,19 +230,37 @@ class ERPOMethod(Method):
                          scheduler=scheduler.state_dict())
             log.info("lcpo %d: lambda %.3f, %d pairs, samples %s", t, lam, len(pairs),
                      {k: stats[k] for k in ("correct", "mean_thought_tokens")})
+            return stats
+
+        sampling = {k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps")}
+        return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init],
+                     config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot)})
+
+    def lcpo_train_stage(self, t: int, init: str) -> Stage:
+        cfg, lc = self.config, self.mcfg.lcpo
+        pairs_stage = f"lcpo_{t}_pairs"
+        trainer = lc.dpo.apply(cfg.trainer)
+        if lc.max_steps > 0:
+            trainer = _with_dpo_steps(trainer, lc.max_steps)
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.components.dpo import train_dpo
+            from reasonalign.distributed import is_main
+
+            # the sampling stage's metrics (lambda, scheduler state, sample stats) travel on: the
+            # next iteration reads them from this stage's marker
+            stats = dict(_marker_metrics(ctx.inputs[pairs_stage]))
+            pairs = read_jsonl(ctx.inputs[pairs_stage] / "pairs.jsonl")
+            policy = model_dir_of(ctx.inputs[init])
             if pairs:
-                trainer = lc.dpo.apply(cfg.trainer)
-                if lc.max_steps > 0:
-                    trainer = _with_dpo_steps(trainer, lc.max_steps)
                 stats["dpo"] = train_dpo(policy, pairs, ctx.out, cfg.model, trainer)
-            else:  # nothing to prefer: the policy carries over unchanged
+            elif is_main():  # nothing to prefer: the policy carries over unchanged
                 shutil.copytree(policy, ctx.out / "model")
             return stats
 
-        return Stage(f"lcpo_{t}", run, deps=[PROMPTS, init],
-                     config={"t": t, "lcpo": asdict(lc), "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
-                             "dpo": asdict(lc.dpo.apply(cfg.trainer).dpo), "finetune": cfg.trainer.finetune,
-                             "lora": asdict(cfg.trainer.lora)})
+        return Stage(f"lcpo_{t}", run, deps=[pairs_stage, init], distributed=True,
+                     config={"t": t, "dpo": asdict(trainer.dpo), "finetune": cfg.trainer.finetune,
+                             "lora": asdict(cfg.trainer.lora), "seed": cfg.trainer.seed, "save": cfg.trainer.save})
 
 
 def _a(text: str) -> list[dict]:
@@ -232,10 +268,15 @@ def _a(text: str) -> list[dict]:
 
 
 def _teacher_fp(t) -> dict:
-    """The teacher settings that shape its output (not its concurrency, retries or key)."""
+    """The teacher settings that shape its output (not its concurrency, retries or key), and for
+    the offline ``rules`` teacher the version of its wording."""
+    from reasonalign.components.teachers.rules import TEMPLATES
+
     d = asdict(t)
     for k in ("concurrency", "max_retries", "timeout_s", "backoff_s", "api_key_env", "batch_size"):
         d.pop(k, None)
+    if t.kind == "rules":
+        d["templates"] = TEMPLATES
     return d
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
 from reasonalign.analysis.embedding import POOLINGS, EmbeddingConfig
 from reasonalign.components.srpo import SPLITS
-from reasonalign.config import ConfigError, DPOOverrides, MethodConfig
+from reasonalign.config import ConfigError, DPOOverrides, MethodConfig, SFTOverrides
 from reasonalign.methods.base import Method
 from reasonalign.methods.erpo import _teacher_fp
 from reasonalign.methods.stages import PROMPTS, RESPONSES, model_dir_of
@@ -78,6 +78,13 @@ class SaROConfig(MethodConfig):
     # training nor counts cut-off chains as refusals
     max_length: int | None = 384
     eval_max_new_tokens: int | None = 320
+    # repeat benign/borderline RW records until they match the harmful ones in number
+    # (components/pairs.balance_labels)
+    balance_labels: bool = True
+    # rw_sft's SFT settings over trainer.sft: long chains need more passes than short answers (at
+    # the trainer's 2 epochs the 135M default's RW loss was still 1.4 and it wrote "Path: refuse"
+    # and then complied; docs/methods/saro.md)
+    sft: SFTOverrides = field(default_factory=lambda: SFTOverrides(num_train_epochs=3.0))
     # srpo's DPO settings over trainer.dpo (as ERPO's stage 2: a lower learning rate, one epoch,
     # an SFT term on the chosen side)
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
@@ -97,7 +104,7 @@ class SaROMethod(Method):
         s, m = self.common, self.mcfg
         trainer, ev = self.stage_trainer(), self.stage_eval()
         stages = [s.prompts(), s.base_responses(), self.data_stage(),
-                  s.sft(RW, data=(DATA, "rw.jsonl"), trainer=trainer),
+                  s.sft(RW, data=(DATA, "rw.jsonl"), trainer=m.sft.apply(trainer)),
                   self.pairs_stage(), s.dpo(FINAL, data=(PAIRS, "pairs.jsonl"), init=RW, trainer=m.dpo.apply(trainer))]
         evals = s.evaluation(final=FINAL, eval_cfg=ev)
         if m.evaluate_rw:
@@ -152,7 +159,7 @@ class SaROMethod(Method):
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.cot import CoTFormat, ThoughtRequest, generate_thoughts
-            from reasonalign.components.pairs import reference_answers
+            from reasonalign.components.pairs import balance_labels, reference_answers
             from reasonalign.components.rules import load_rules
             from reasonalign.components.sampling import (
                 length_saved,
@@ -197,17 +204,20 @@ class SaROMethod(Method):
                 sft.append({**meta, "sample": choice.index, "prompt": chat_messages(cfg.model, r["text"]),
                             "completion": [{"role": "assistant", "content": fmt.compose(choice.text, ref)}]})
             write_jsonl(ctx.out / "chains.jsonl", chains)
+            if m.balance_labels:
+                sft = balance_labels(sft, random.Random(m.seed))
             write_jsonl(ctx.out / "rw.jsonl", sft)
             saved = {"unit": m.rw_length, **length_saved(choices),
                      "chosen_sample": {str(k): picked[k] for k in sorted(picked)}}
             log.info("saro data: %d RW records; shortest rejection sampling %s; validator %s", len(sft), saved, counts)
-            return {"rw_rows": len(sft), "thoughts": counts, "shortest_rejection_sampling": saved,
+            return {"rw_rows": len(sft), "rw_rows_by_label": dict(Counter(r["label"] for r in sft)), "thoughts": counts, "shortest_rejection_sampling": saved,
                     "prompts_without_accepted_chain": len(refs) - len(chains),
                     "rw_by_label": dict(Counter(c["label"] for c in chains)),
                     "benign_skipped_base_refused": skipped}
 
         return Stage(DATA, run, deps=[RESPONSES],
                      config={"style": m.style, "rw_samples": m.rw_samples, "rw_length": m.rw_length,
+                             "balance_labels": m.balance_labels, "seed": m.seed,
                              "rules": cfg.rules, "cot": asdict(cfg.cot), "teacher": _teacher_fp(cfg.teacher),
                              "system_prompt": cfg.model.system_prompt})
 
