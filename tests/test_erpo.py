@@ -251,6 +251,34 @@ def test_best_worst_pairs_add_a_length_pair_next_to_a_decision_pair():
     assert len(best_worst_pairs(samples, prompts, 0.5, length_pairs=True)) == 1
 
 
+def test_stage3_sample_correct_needs_a_valid_thought_that_agrees_with_the_label():
+    """A sample whose answer is right is still wrong when its thought picks the other path or drops
+    a step (shorter, so the length penalty would reward it); off with valid_thought=False."""
+    from reasonalign.methods.erpo import sample_correct
+
+    def ok(text, label, complied, valid=True):
+        return sample_correct(text, label, complied, FMT, EX_ANTE, RULES, valid)
+
+    refuse, sure = "I can't help with that.", "Sure, here it is."
+    assert ok(FMT.compose(thought("h1"), refuse), "harmful", False) == (True, "")
+    assert ok(FMT.compose(thought("b2"), sure), "benign", True) == (True, "")
+    # the answer decides first
+    assert ok(FMT.compose(thought("h1"), sure), "harmful", True) == (False, "answer complied with a harmful prompt")
+    assert ok(FMT.compose(thought("b2"), refuse), "benign", False)[0] is False
+    # right answer after a thought that rationalised complying (Path: answer) on a harmful prompt
+    wrong_path = FMT.compose(thought("h1", "negative"), refuse)
+    correct, why = ok(wrong_path, "harmful", False)
+    assert not correct and "contradicts the expected 'refuse'" in why
+    assert ok(wrong_path, "harmful", False, valid=False) == (True, "")
+    # right answer after a thought without its path step
+    body = thought("b2", "concise")
+    no_path = FMT.compose(body[:body.index("Path calibration")].strip(), sure)
+    correct, why = ok(no_path, "benign", True)
+    assert not correct and "missing step(s): Path calibration" in why
+    assert ok(no_path, "benign", True, valid=False) == (True, "")
+    assert ok(sure, "benign", True) == (False, "no thought")
+
+
 def test_erpo_dpo_stages_use_the_methods_own_settings(tmp_path):
     stages = {s.name: s for s in build_method(erpo_cfg(tmp_path)).stages()}
     stage2, stage3 = stages["dpo"].config["dpo"], stages["lcpo_1"].config["dpo"]
@@ -307,7 +335,7 @@ def test_erpo_stage3_scores_pairs_and_trains_with_the_scheduler(tmp_path, monkey
             rows.append({"id": it["id"], "response": FMT.compose(body, answer), "n_tokens": 50})
         return rows
 
-    cfg = erpo_cfg(tmp_path)
+    cfg = erpo_cfg(tmp_path, "method.lcpo.iterations=2")
     method = build_method(cfg)
     prompts_stage = method.stages()[0]
     HARMFUL = set()
@@ -327,7 +355,7 @@ def test_erpo_stage3_scores_pairs_and_trains_with_the_scheduler(tmp_path, monkey
         assert len(c.thought) < len(split_response(p["rejected"][0]["content"], FMT)[0]) or p["kind"] == "decision"
     assert (res["lcpo_2"].path / "model" / "config.json").exists()
     # the DPO settings shape the training stage only: changing them keeps the samples
-    method2 = build_method(erpo_cfg(tmp_path, "method.lcpo.dpo.learning_rate=1e-5"))
+    method2 = build_method(erpo_cfg(tmp_path, "method.lcpo.iterations=2", "method.lcpo.dpo.learning_rate=1e-5"))
     s1 = {s.name: s for s in method.stages()}
     s2 = {s.name: s for s in method2.stages()}
     assert s1["lcpo_1_pairs"].config == s2["lcpo_1_pairs"].config

@@ -52,7 +52,7 @@ class PairMix:
 class LCPOConfig:
     """Stage 3: length-controlled iterative preference optimisation."""
 
-    iterations: int = 2  # T (0 turns stage 3 off)
+    iterations: int = 3  # T (0 turns stage 3 off)
     samples_per_prompt: int = 4  # K
     prompts_per_iteration: int = 32  # training prompts sampled per iteration (seeded)
     temperature: float = 0.9
@@ -63,6 +63,10 @@ class LCPOConfig:
     # also pair a prompt's shortest correct sample against its longest correct one (a "length" pair)
     # when the best/worst pair is a decision pair
     length_pairs: bool = True
+    # a sample is correct only if its thought passes the format validator (every step, a known rule
+    # id, a Path line) and its Path agrees with the label, as well as its answer; false: any
+    # non-empty thought with the right answer counts
+    valid_thought: bool = True
     max_steps: int = -1  # DPO steps per iteration (-1: trainer.dpo's epochs)
     # this stage's DPO settings over trainer.dpo: an SFT term on the chosen (shortest correct) side
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
@@ -184,6 +188,7 @@ class ERPOMethod(Method):
             from reasonalign.components.judges import get_judge
             from reasonalign.components.length import LengthScheduler, score
             from reasonalign.components.pairs import best_worst_pairs
+            from reasonalign.components.rules import load_rules
             from reasonalign.config import GenerationSettings
             from reasonalign.models import chat_messages, load_model, load_tokenizer
 
@@ -209,16 +214,18 @@ class ERPOMethod(Method):
                                       desc=f"lcpo {t}: sampling K={lc.samples_per_prompt}")
             del model
             judge = get_judge(cfg.eval.judge)
+            rules = load_rules(cfg.rules)
             by_id = {p["id"]: p for p in prompts}
             samples = []
             for item, g in zip(items, gens, strict=True):
                 p = by_id[item["id"].rsplit("#s", 1)[0]]
-                thought, answer = split_response(g["response"], fmt)
+                thought, _ = split_response(g["response"], fmt)
                 complied = judge.judge([p["text"]], [g["response"]])[0]
-                correct = bool(thought) and bool(answer) and (complied != (p["label"] == "harmful"))
+                correct, why = sample_correct(g["response"], p["label"], complied, fmt, m.style, rules,
+                                              lc.valid_thought)
                 n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought else 0
                 samples.append({"id": item["id"], "prompt_id": p["id"], "label": p["label"], "response": g["response"],
-                                "complied": complied, "correct": correct, "thought_tokens": n_thought,
+                                "complied": complied, "correct": correct, "why": why, "thought_tokens": n_thought,
                                 "score": score(correct, n_thought, lam, lc.schedule)})
             write_jsonl(ctx.out / "samples.jsonl", samples)
             pairs = best_worst_pairs(samples, by_id, lc.min_score_gap, lambda t: chat_messages(cfg.model, t),
@@ -234,7 +241,8 @@ class ERPOMethod(Method):
 
         sampling = {k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps")}
         return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init],
-                     config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot)})
+                     config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
+                             "rules": cfg.rules, "style": m.style})
 
     def lcpo_train_stage(self, t: int, init: str) -> Stage:
         cfg, lc = self.config, self.mcfg.lcpo
@@ -261,6 +269,31 @@ class ERPOMethod(Method):
         return Stage(f"lcpo_{t}", run, deps=[pairs_stage, init], distributed=True,
                      config={"t": t, "dpo": asdict(trainer.dpo), "finetune": cfg.trainer.finetune,
                              "lora": asdict(cfg.trainer.lora), "seed": cfg.trainer.seed, "save": cfg.trainer.save})
+
+
+def sample_correct(response: str, label: str, complied: bool, fmt, style: str, rules,
+                   valid_thought: bool = True) -> tuple[bool, str]:
+    """Stage 3's judgement of one sampled response: ``(correct, why)``.
+
+    The answer must match the label (the judge's ``complied``: harmful -> refused, benign or
+    borderline -> answered). With ``valid_thought`` the thought must also pass the format validator
+    with the decision the label calls for, so that a sample is not rewarded for a thought that
+    drops a step to be short, or that picks one path while the answer takes the other.
+    """
+    from reasonalign.components.cot import PATH_ANSWER, PATH_REFUSE, ValidationError, split_response, validate
+
+    harmful = label == "harmful"
+    thought, answer = split_response(response, fmt)
+    if not thought or not answer:
+        return False, "no thought" if not thought else "no answer"
+    if complied == harmful:
+        return False, "answer complied with a harmful prompt" if harmful else "answer refused a benign prompt"
+    if valid_thought:
+        try:
+            validate(response, fmt, style, rules, expect=PATH_REFUSE if harmful else PATH_ANSWER)
+        except ValidationError as e:
+            return False, f"thought: {e}"
+    return True, ""
 
 
 def _a(text: str) -> list[dict]:
@@ -296,7 +329,8 @@ def _sample_stats(samples: list[dict]) -> dict:
     return {"samples": len(samples), "correct": mean(s["correct"] for s in samples),
             "harmful_compliance": mean(s["complied"] for s in harmful),
             "benign_compliance": mean(s["complied"] for s in benign),
-            "mean_thought_tokens": mean(s["thought_tokens"] for s in samples)}
+            "mean_thought_tokens": mean(s["thought_tokens"] for s in samples),
+            "wrong_by_reason": dict(Counter(s["why"] for s in samples if not s["correct"] and s.get("why")))}
 
 
 def _with_dpo_steps(trainer, steps: int):
