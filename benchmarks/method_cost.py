@@ -113,7 +113,8 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps({"prompts": [p["id"] for p in prompts],
                                                   "max_new_tokens": a.max_new_tokens, "models": results}, indent=2))
     lines = ["# Method cost: reasoning tokens and latency per request", "",
-             f"Command: `python benchmarks/method_cost.py {' '.join(a.runs)}`", "",
+             f"Command: `python benchmarks/method_cost.py {' '.join(a.runs)} --prompts {a.prompts} "
+             f"--max-new-tokens {a.max_new_tokens}`", "",
              f"{len(prompts)} held-out prompts, one at a time, greedy, max {a.max_new_tokens} new tokens.", "",
              "| model | mean latency s | median latency s | latency vs base | generated tokens | reasoning tokens | "
              "answer tokens | tokens/s |", "|---|---|---|---|---|---|---|---|"]
