@@ -139,6 +139,15 @@ def validate(text: str, fmt: CoTFormat, style: str, rules: RuleSet, expect: str 
     return p
 
 
+def invalid_reason(text: str, fmt: CoTFormat, style: str, rules: RuleSet, expect: str | None = None) -> str | None:
+    """Why :func:`validate` rejects ``text``, or None when it passes."""
+    try:
+        validate(text, fmt, style, rules, expect)
+    except ValidationError as e:
+        return str(e)
+    return None
+
+
 # ------------------------------------------------------------------------------------- generation
 @dataclass
 class ThoughtRequest:
@@ -188,11 +197,8 @@ def generate_thoughts(requests: list[ThoughtRequest], teacher, fmt: CoTFormat, r
         thoughts = teacher.write(batch, rules, fmt)
         rows = []
         for req, thought in zip(batch, thoughts, strict=True):
-            row = {"key": req.key(), "thought": thought, "ok": True, "reason": ""}
-            try:
-                validate(fmt.compose(thought, req.reference or "."), fmt, req.style, rules, req.expect)
-            except ValidationError as e:
-                row.update(ok=False, reason=str(e))
+            reason = invalid_reason(fmt.compose(thought, req.reference or "."), fmt, req.style, rules, req.expect)
+            row = {"key": req.key(), "thought": thought, "ok": reason is None, "reason": reason or ""}
             rows.append(row)
             done[row["key"]] = row
         append_jsonl(out_path, rows)

@@ -65,16 +65,9 @@ def select_shortest(candidates: Sequence[str | None], accept: Callable[[str], st
 def validator_accept(fmt, style: str, rules, expect: str | None, answer: str) -> Callable[[str], str | None]:
     """An ``accept`` for :func:`select_shortest`: the thought, followed by ``answer``, passes
     :func:`reasonalign.components.cot.validate` with the ``expect``-ed decision."""
-    from reasonalign.components.cot import ValidationError, validate
+    from reasonalign.components.cot import invalid_reason
 
-    def accept(thought: str) -> str | None:
-        try:
-            validate(fmt.compose(thought, answer or "."), fmt, style, rules, expect)
-        except ValidationError as e:
-            return str(e)
-        return None
-
-    return accept
+    return lambda thought: invalid_reason(fmt.compose(thought, answer or "."), fmt, style, rules, expect)
 
 
 def length_saved(choices: Sequence[ShortestChoice]) -> dict:
