@@ -251,6 +251,54 @@ def test_best_worst_pairs_add_a_length_pair_next_to_a_decision_pair():
     assert len(best_worst_pairs(samples, prompts, 0.5, length_pairs=True)) == 1
 
 
+def test_best_worst_pairs_reference_fallback_for_prompts_without_a_correct_sample():
+    prompts = {"q": {"text": "y", "label": "benign"}, "r": {"text": "z", "label": "harmful"}}
+    samples = [{"prompt_id": "q", "response": "right", "correct": True, "score": 0.8},
+               {"prompt_id": "q", "response": "wrong", "correct": False, "score": -0.1},
+               {"prompt_id": "r", "response": "wrong", "correct": False, "score": 0.0},
+               {"prompt_id": "r", "response": "wrong and long", "correct": False, "score": -0.3}]
+    assert [p["id"] for p in best_worst_pairs(samples, prompts, 0.05)] == ["q"]
+    pairs = best_worst_pairs(samples, prompts, 0.05, fallback={"q": "ref q", "r": "ref r"})
+    # q has a correct sample: the fallback is not used; r has none: its worst loses to the reference
+    assert [(p["id"], p["kind"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("q", "decision", "right", "wrong"), ("r", "reference", "ref r", "wrong and long")]
+
+
+def test_reference_responses_use_the_concise_thought_and_the_reference_answer(tmp_path):
+    from reasonalign.methods.erpo import _reference_responses
+    from reasonalign.pipeline import write_jsonl
+
+    concise = "Initial assessment: fine.\n\nRule verification: [S0] No rule applies.\n\nPath calibration: Path: answer."
+    correct = concise.replace("fine.", "an ordinary request, fine to answer.")
+    write_jsonl(tmp_path / "thoughts.jsonl", [
+        {"key": f"a|{EX_ANTE}|concise|0", "thought": concise, "ok": True},
+        {"key": f"a|{EX_ANTE}|correct|0", "thought": correct, "ok": True},
+        {"key": f"b|{EX_ANTE}|concise|0", "thought": "bad", "ok": False},
+        {"key": f"b|{EX_ANTE}|correct|0", "thought": correct, "ok": True}])
+    sft = [{"id": i, "completion": [{"role": "assistant", "content": FMT.compose(correct, f"answer {i}")}]}
+           for i in ("a", "b", "a")]  # balanced stage-1 data repeats rows
+    write_jsonl(tmp_path / "sft.jsonl", sft)
+    refs = _reference_responses(tmp_path, FMT, EX_ANTE)
+    assert refs == {"a": FMT.compose(concise, "answer a"), "b": FMT.compose(correct, "answer b")}
+
+
+def test_lcpo_prompts_balanced_by_label():
+    from reasonalign.methods.erpo import lcpo_prompts
+
+    prompts = [{"id": f"h{i:02d}", "label": "harmful"} for i in range(48)] + \
+              [{"id": f"b{i:02d}", "label": "benign" if i % 2 else "borderline"} for i in range(32)]
+    plain = lcpo_prompts(prompts, 32, random.Random(7))
+    assert len(plain) == 32 and plain == sorted(plain, key=lambda p: p["id"])
+    assert plain == sorted(random.Random(7).sample(prompts, 32), key=lambda p: p["id"])  # unchanged default
+    balanced = lcpo_prompts(prompts, 32, random.Random(7), balance=True)
+    assert sum(p["label"] == "harmful" for p in balanced) == 16 and len({p["id"] for p in balanced}) == 32
+    # a group that runs short is topped up from the other
+    few = prompts[:48] + prompts[48:53]
+    topped = lcpo_prompts(few, 32, random.Random(7), balance=True)
+    assert sum(p["label"] != "harmful" for p in topped) == 5 and len(topped) == 32
+    assert len(lcpo_prompts(prompts[:10], 32, random.Random(7), balance=True)) == 10
+
+
 def test_stage3_sample_correct_needs_a_valid_thought_that_agrees_with_the_label():
     """A sample whose answer is right is still wrong when its thought picks the other path or drops
     a step (shorter, so the length penalty would reward it); off with valid_thought=False."""

@@ -180,6 +180,29 @@ def test_outcome_pairs_and_ratios():
     assert sel(0.0, 0.0) == []
 
 
+def test_answer_pairs_share_the_whole_chain_and_differ_in_the_answer():
+    pairs, _ = build(SRPOConfig(process_ratio=0.0, outcome_ratio=0.0, answer_ratio=1.0))
+    assert len(pairs) == 4 and {p["kind"] for p in pairs} == {"answer"}
+    for p in pairs:
+        c = next(c for c in chains() if c["id"] == p["id"])
+        harmful = p["label"] == "harmful"
+        prefix = p["prompt"].split("<assistant>\n", 1)[1]
+        assert prefix.rstrip().endswith(FMT.close_tag) and c["thought"].strip() in prefix
+        assert p["chosen"].removesuffix(EOS).strip() == c["answer"]
+        assert p["rejected"].removesuffix(EOS).strip() == (COMPLIANT if harmful else REFUSAL)
+        # the shared chain reaches the right decision; only the answer differs
+        good = validate(assistant_part(p)(p["chosen"]), FMT, LONG_CHAIN, RULES, "refuse" if harmful else "answer")
+        assert good.answer == c["answer"]
+    # the answer draw is the chain's own: other kinds' selections do not move with it
+    many = [{**c, "id": f"{c['id']}-{i}"} for i in range(25) for c in chains()]
+    sel = lambda ar: plan_branches(many, FMT, LONG_CHAIN, render,  # noqa: E731
+                                   SRPOConfig(process_ratio=0.5, outcome_ratio=0.5, answer_ratio=ar),
+                                   random.Random(0))[0]
+    none, half = sel(0.0), sel(0.5)
+    assert not [b for b in none if b.kind == "answer"] and 30 <= sum(b.kind == "answer" for b in half) <= 70
+    assert [b.key for b in half if b.kind != "answer"] == [b.key for b in none]
+
+
 def test_sentence_split_pairs_branch_inside_the_step():
     pairs, _ = build(SRPOConfig(split="sentences", sentence_offset=1, outcome_ratio=0.0))
     inside = 0

@@ -14,6 +14,11 @@ the step's header staying with its first sentence). A *branch point* is a step n
   or a continuation sampled from the policy whose outcome was judged wrong.
 * **outcome pair**: the whole assistant turn: ``prompt`` = the rendered user turn; ``chosen`` =
   correct chain + right answer; ``rejected`` = wrong chain + wrong answer.
+* **answer pair** (ours): the branch point is the answer itself. ``prompt`` = the rendered user
+  turn + the whole correct chain and its closing tag; ``chosen`` = the right answer; ``rejected`` =
+  the wrong one (a refusal for a benign prompt, the base model's compliant answer for a harmful
+  one). It teaches the answer to follow the decision the chain reached, which a small model's
+  warmup alone does not (docs/methods/saro.md).
 
 Pairs use TRL's *standard* (plain text) preference format: a conversational prompt cannot end in
 a partial assistant message. The prompt is the chat template's rendering with the generation
@@ -26,6 +31,7 @@ the prompt as an exact token prefix.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -155,8 +161,8 @@ class Branch:
     label: str
     category: str
     text: str  # the user request
-    kind: str  # process | outcome
-    step: str | None  # the branch step (process) or None (outcome)
+    kind: str  # process | outcome | answer
+    step: str | None  # the branch step (process) or None (outcome, answer)
     prompt: str  # rendered user turn + the assistant-turn prefix (standard-format prompt)
     prefix: str  # the assistant-turn prefix alone ("" for outcome pairs)
     chosen: str  # continuation of the correct chain + the right answer (no EOS)
@@ -183,9 +189,10 @@ def plan_branches(chains: list[dict], fmt: CoTFormat, style: str, render: Callab
     ``chains``: ``{"id", "label", "category", "text", "thought", "answer"}`` (the correct chain
     and the right answer). ``render(user_text)``: the rendered prompt. ``settings``: ``split``,
     ``branch_steps``, ``steps_per_chain``, ``sentence_offset``, ``process_ratio``,
-    ``outcome_ratio`` (see ``SRPOConfig`` in ``reasonalign/methods/saro.py``). ``keep_newlines``:
-    see :func:`cut` and :func:`newlines_end_prompt`. Both random draws
-    are made for every chain, so changing one ratio does not reshuffle the other's selection.
+    ``outcome_ratio``, ``answer_ratio`` (see ``SRPOConfig`` in ``reasonalign/methods/saro.py``).
+    ``keep_newlines``: see :func:`cut` and :func:`newlines_end_prompt`. The process and outcome
+    draws are made from ``rng`` for every chain, the answer draw from the chain's id, so changing
+    one ratio does not reshuffle another kind's selection.
     """
     out: list[Branch] = []
     counts = {"chains": len(chains), "no_branch_step": 0}
@@ -212,17 +219,23 @@ def plan_branches(chains: list[dict], fmt: CoTFormat, style: str, render: Callab
                                   unit=point[1]))
         if take_outcome:
             out.append(Branch(**meta, kind="outcome", step=None, prompt=rendered, prefix="", chosen=good))
+        if random.Random(f"{c['id']}|answer").random() < getattr(settings, "answer_ratio", 0.0):
+            head, rest = cut(good, len(good) - len(c["answer"].strip()), keep_newlines)
+            out.append(Branch(**meta, kind="answer", step=None, prompt=rendered + head, prefix=head, chosen=rest))
     return out, counts
 
 
 def teacher_rejected(branch: Branch, wrong_thought: str, wrong_answer: str, fmt: CoTFormat, style: str,
                      settings) -> str | None:
     """The rejected continuation of ``branch`` from a wrong teacher chain: the whole wrong turn
-    (outcome) or its part from the same branch point on (process: the same step and the same unit
-    index within it). None: the wrong chain has no such step, or too few sentences in it."""
+    (outcome), its part from the same branch point on (process: the same step and the same unit
+    index within it) or the wrong answer alone (answer). None: the wrong chain has no such step, or
+    too few sentences in it."""
     bad = fmt.compose(wrong_thought.strip(), wrong_answer)
     if branch.kind == "outcome":
         return bad
+    if branch.kind == "answer":
+        return branch.lead + wrong_answer.strip()
     units = step_units(wrong_thought, fmt, style, branch.step, settings.split)
     if branch.unit >= len(units):
         return None

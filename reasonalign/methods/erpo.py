@@ -67,6 +67,12 @@ class LCPOConfig:
     # id, a Path line) and its Path agrees with the label, as well as its answer; false: any
     # non-empty thought with the right answer counts
     valid_thought: bool = True
+    # a prompt none of whose K samples is correct pairs the teacher's concise thought + the
+    # reference answer (stage 1's data) against its worst sample, instead of giving no pair
+    reference_fallback: bool = False
+    # draw half of each iteration's prompts from the harmful ones and half from the rest (as far as
+    # each group goes), instead of a plain sample that follows the training set's 60% harmful share
+    balance_labels: bool = False
     max_steps: int = -1  # DPO steps per iteration (-1: trainer.dpo's epochs)
     # this stage's DPO settings over trainer.dpo: an SFT term on the chosen (shortest correct) side
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
@@ -201,9 +207,8 @@ class ERPOMethod(Method):
                 scheduler.load_state_dict(prev_marker["scheduler"])
             lam = scheduler.next(observed)
 
-            prompts = read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl")
-            rng = random.Random(m.seed * 1000 + t)
-            prompts = sorted(rng.sample(prompts, min(lc.prompts_per_iteration, len(prompts))), key=lambda p: p["id"])
+            prompts = lcpo_prompts(read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl"), lc.prompts_per_iteration,
+                                   random.Random(m.seed * 1000 + t), lc.balance_labels)
             model, tok = load_model(cfg.model, policy), load_tokenizer(cfg.model, policy)
             items = [{"id": f"{p['id']}#s{k}", "messages": chat_messages(cfg.model, p["text"])}
                      for p in prompts for k in range(lc.samples_per_prompt)]
@@ -228,19 +233,23 @@ class ERPOMethod(Method):
                                 "complied": complied, "correct": correct, "why": why, "thought_tokens": n_thought,
                                 "score": score(correct, n_thought, lam, lc.schedule)})
             write_jsonl(ctx.out / "samples.jsonl", samples)
+            fallback = _reference_responses(ctx.inputs[DATA], fmt, m.style) if lc.reference_fallback else None
             pairs = best_worst_pairs(samples, by_id, lc.min_score_gap, lambda t: chat_messages(cfg.model, t),
-                                     length_pairs=lc.length_pairs)
+                                     length_pairs=lc.length_pairs, fallback=fallback)
             write_jsonl(ctx.out / "pairs.jsonl", pairs)
             stats = _sample_stats(samples)
             stats.update(iteration=t, lambda_t=lam, pairs=len(pairs),
-                         pairs_by_kind={k: sum(p["kind"] == k for p in pairs) for k in ("length", "decision")},
+                         pairs_by_kind={k: sum(p["kind"] == k for p in pairs)
+                                        for k in ("length", "decision", "reference")},
                          scheduler=scheduler.state_dict())
             log.info("lcpo %d: lambda %.3f, %d pairs, samples %s", t, lam, len(pairs),
                      {k: stats[k] for k in ("correct", "mean_thought_tokens")})
             return stats
 
-        sampling = {k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps")}
-        return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init],
+        # options added later leave the fingerprint of runs made before them unchanged while off
+        sampling = {k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps")
+                    and not (k in ("reference_fallback", "balance_labels") and v is False)}
+        return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else []),
                      config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
                              "rules": cfg.rules, "style": m.style})
 
@@ -271,6 +280,21 @@ class ERPOMethod(Method):
                              "lora": asdict(cfg.trainer.lora), "seed": cfg.trainer.seed, "save": cfg.trainer.save})
 
 
+def lcpo_prompts(prompts: list[dict], n: int, rng, balance: bool = False) -> list[dict]:
+    """Stage 3's prompts for one iteration, sorted by id: a seeded sample of ``n``, or with
+    ``balance`` ``n // 2`` harmful and the rest benign/borderline (a group that runs short is
+    topped up from the other)."""
+    n = min(n, len(prompts))
+    if not balance:
+        picked = rng.sample(prompts, n)
+    else:
+        harmful = [p for p in prompts if p["label"] == "harmful"]
+        other = [p for p in prompts if p["label"] != "harmful"]
+        k = min(max(n // 2, n - len(other)), len(harmful))
+        picked = rng.sample(harmful, k) + rng.sample(other, n - k)
+    return sorted(picked, key=lambda p: p["id"])
+
+
 def sample_correct(response: str, label: str, complied: bool, fmt, style: str, rules,
                    valid_thought: bool = True) -> tuple[bool, str]:
     """Stage 3's judgement of one sampled response: ``(correct, why)``.
@@ -290,6 +314,23 @@ def sample_correct(response: str, label: str, complied: bool, fmt, style: str, r
         return False, "answer complied with a harmful prompt" if harmful else "answer refused a benign prompt"
     reason = invalid_reason(response, fmt, style, rules, PATH_REFUSE if harmful else PATH_ANSWER) if valid_thought else None
     return (False, f"thought: {reason}") if reason else (True, "")
+
+
+def _reference_responses(data_dir, fmt, style: str) -> dict[str, str]:
+    """Stage 3's off-policy fallback per training prompt: the teacher's concise thought (its
+    correct one if the concise one was rejected) and the reference answer, from ``erpo_data``."""
+    from reasonalign.components.cot import split_response
+
+    thoughts = {r["key"]: r["thought"] for r in read_jsonl(data_dir / "thoughts.jsonl") if r["ok"]}
+    out = {}
+    for r in read_jsonl(data_dir / "sft.jsonl"):
+        if r["id"] in out:
+            continue
+        _, answer = split_response(r["completion"][0]["content"], fmt)
+        thought = thoughts.get(f"{r['id']}|{style}|concise|0") or thoughts.get(f"{r['id']}|{style}|correct|0")
+        if thought and answer:
+            out[r["id"]] = fmt.compose(thought, answer)
+    return out
 
 
 def _a(text: str) -> list[dict]:

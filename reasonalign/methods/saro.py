@@ -61,6 +61,9 @@ class SRPOConfig:
     sentence_offset: int = 0  # split=sentences: branch this many sentences into the step
     process_ratio: float = 1.0  # share of chains that give process-level pairs
     outcome_ratio: float = 0.5  # share of chains that give an outcome-level pair
+    # ours: share of chains that give an answer-level pair (the whole correct chain shared in the
+    # prompt; the right answer against the wrong one), so the answer follows the chain's decision
+    answer_ratio: float = 0.0
     rejected_source: str = "teacher"  # teacher (negative/overcautious chains) | policy (sampled from the RW model)
     policy: PolicySampling = field(default_factory=PolicySampling)
 
@@ -259,7 +262,7 @@ class SaROMethod(Method):
                     return c["response"] if c["complied"] else None
                 return refusal_text(c["id"])
 
-            need = sorted({b.id for b in branches if b.key not in rejected})
+            need = sorted({b.id for b in branches if b.key not in rejected and b.kind != "answer"})
             reqs = []
             for pid in need:
                 c, answer = chains[pid], wrong_answer(chains[pid])
@@ -284,7 +287,9 @@ class SaROMethod(Method):
             for b in branches:
                 if b.key in rejected:
                     text, source = rejected[b.key]
-                elif b.id in wrong:
+                elif b.kind == "answer" and wrong_answer(chains[b.id]) is not None:
+                    text, source = b.lead + wrong_answer(chains[b.id]).strip(), "teacher"
+                elif b.id in wrong and b.kind != "answer":
                     text, source = teacher_rejected(b, *wrong[b.id], fmt, m.style, sp), "teacher"
                 else:
                     c = chains[b.id]
@@ -301,7 +306,7 @@ class SaROMethod(Method):
                 pairs.append(pair)
             random.Random(m.seed).shuffle(pairs)
             write_jsonl(ctx.out / "pairs.jsonl", pairs)
-            by_kind = {k: sum(p["kind"] == k for p in pairs) for k in ("process", "outcome")}
+            by_kind = {k: sum(p["kind"] == k for p in pairs) for k in ("process", "outcome", "answer")}
             stats.update(pairs=len(pairs), pairs_by_kind=by_kind,
                          pairs_by_kind_label=dict(Counter(
                              f"{p['kind']}_{'harmful' if p['label'] == 'harmful' else 'benign'}" for p in pairs)),
@@ -315,7 +320,10 @@ class SaROMethod(Method):
             return stats
 
         deps = [DATA] + ([RW] if policy else [])
-        conf = {"srpo": asdict(sp) if policy else {k: v for k, v in asdict(sp).items() if k != "policy"},
+        srpo = {k: v for k, v in asdict(sp).items() if (policy or k != "policy")
+                # added later: off, it leaves the fingerprint of runs made before it unchanged
+                and not (k == "answer_ratio" and not v)}
+        conf = {"srpo": srpo,
                 "style": m.style, "seed": m.seed, "rules": cfg.rules, "cot": asdict(cfg.cot),
                 "teacher": _teacher_fp(cfg.teacher), "model": asdict(cfg.model),
                 "judge": _judge_fp(cfg.eval.judge) if policy else None}
