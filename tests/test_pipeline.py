@@ -112,3 +112,12 @@ def test_append_only_file_drops_torn_last_line(tmp_path):
     assert [r["id"] for r in read_finished_lines(path)] == [1, 2]
     append_jsonl(path, [{"id": 3}])
     assert [r["id"] for r in read_finished_lines(path)] == [1, 2, 3]
+
+
+def test_without_off_drops_only_options_at_their_off_value():
+    from reasonalign.pipeline import without_off
+
+    cfg = {"k": 4, "fallback": False, "ratio": 0.0, "other": False}
+    assert without_off(cfg, {"fallback": False, "ratio": 0.0}) == {"k": 4, "other": False}
+    assert without_off({**cfg, "fallback": True, "ratio": 0.5}, {"fallback": False, "ratio": 0.0}) == {
+        "k": 4, "fallback": True, "ratio": 0.5, "other": False}

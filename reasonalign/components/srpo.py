@@ -219,7 +219,7 @@ def plan_branches(chains: list[dict], fmt: CoTFormat, style: str, render: Callab
                                   unit=point[1]))
         if take_outcome:
             out.append(Branch(**meta, kind="outcome", step=None, prompt=rendered, prefix="", chosen=good))
-        if random.Random(f"{c['id']}|answer").random() < getattr(settings, "answer_ratio", 0.0):
+        if random.Random(f"{c['id']}|answer").random() < settings.answer_ratio:
             head, rest = cut(good, len(good) - len(c["answer"].strip()), keep_newlines)
             out.append(Branch(**meta, kind="answer", step=None, prompt=rendered + head, prefix=head, chosen=rest))
     return out, counts
@@ -229,13 +229,13 @@ def teacher_rejected(branch: Branch, wrong_thought: str, wrong_answer: str, fmt:
                      settings) -> str | None:
     """The rejected continuation of ``branch`` from a wrong teacher chain: the whole wrong turn
     (outcome), its part from the same branch point on (process: the same step and the same unit
-    index within it) or the wrong answer alone (answer). None: the wrong chain has no such step, or
+    index within it) or the wrong answer alone (answer: ``wrong_thought`` is not used). None: the wrong chain has no such step, or
     too few sentences in it."""
+    if branch.kind == "answer":
+        return branch.lead + wrong_answer.strip()
     bad = fmt.compose(wrong_thought.strip(), wrong_answer)
     if branch.kind == "outcome":
         return bad
-    if branch.kind == "answer":
-        return branch.lead + wrong_answer.strip()
     units = step_units(wrong_thought, fmt, style, branch.step, settings.split)
     if branch.unit >= len(units):
         return None

@@ -28,7 +28,7 @@ from reasonalign.components.length import LengthSchedule
 from reasonalign.config import DPOOverrides, MethodConfig
 from reasonalign.methods.base import Method
 from reasonalign.methods.stages import PROMPTS, RESPONSES, model_dir_of
-from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
+from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
 
 log = logging.getLogger("reasonalign.erpo")
 
@@ -246,9 +246,8 @@ class ERPOMethod(Method):
                      {k: stats[k] for k in ("correct", "mean_thought_tokens")})
             return stats
 
-        # options added later leave the fingerprint of runs made before them unchanged while off
-        sampling = {k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps")
-                    and not (k in ("reference_fallback", "balance_labels") and v is False)}
+        sampling = without_off({k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps")},
+                               {"reference_fallback": False, "balance_labels": False})
         return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else []),
                      config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
                              "rules": cfg.rules, "style": m.style})

@@ -28,7 +28,7 @@ from reasonalign.config import ConfigError, DPOOverrides, MethodConfig, SFTOverr
 from reasonalign.methods.base import Method
 from reasonalign.methods.erpo import _teacher_fp
 from reasonalign.methods.stages import PROMPTS, RESPONSES, model_dir_of
-from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
+from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
 
 log = logging.getLogger("reasonalign.saro")
 
@@ -263,6 +263,9 @@ class SaROMethod(Method):
                 return refusal_text(c["id"])
 
             need = sorted({b.id for b in branches if b.key not in rejected and b.kind != "answer"})
+            # an answer pair's rejected side is the wrong answer alone: no wrong chain needed
+            wrong_answers = {b.id: ("", a) for b in branches
+                             if b.kind == "answer" and (a := wrong_answer(chains[b.id])) is not None}
             reqs = []
             for pid in need:
                 c, answer = chains[pid], wrong_answer(chains[pid])
@@ -285,12 +288,11 @@ class SaROMethod(Method):
 
             pairs, dropped = [], Counter()
             for b in branches:
+                teacher_side = wrong_answers if b.kind == "answer" else wrong
                 if b.key in rejected:
                     text, source = rejected[b.key]
-                elif b.kind == "answer" and wrong_answer(chains[b.id]) is not None:
-                    text, source = b.lead + wrong_answer(chains[b.id]).strip(), "teacher"
-                elif b.id in wrong and b.kind != "answer":
-                    text, source = teacher_rejected(b, *wrong[b.id], fmt, m.style, sp), "teacher"
+                elif b.id in teacher_side:
+                    text, source = teacher_rejected(b, *teacher_side[b.id], fmt, m.style, sp), "teacher"
                 else:
                     c = chains[b.id]
                     dropped["harmful_base_refused" if c["label"] == "harmful" and not c["complied"]
@@ -320,9 +322,7 @@ class SaROMethod(Method):
             return stats
 
         deps = [DATA] + ([RW] if policy else [])
-        srpo = {k: v for k, v in asdict(sp).items() if (policy or k != "policy")
-                # added later: off, it leaves the fingerprint of runs made before it unchanged
-                and not (k == "answer_ratio" and not v)}
+        srpo = without_off({k: v for k, v in asdict(sp).items() if policy or k != "policy"}, {"answer_ratio": 0.0})
         conf = {"srpo": srpo,
                 "style": m.style, "seed": m.seed, "rules": cfg.rules, "cot": asdict(cfg.cot),
                 "teacher": _teacher_fp(cfg.teacher), "model": asdict(cfg.model),

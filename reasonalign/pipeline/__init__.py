@@ -7,6 +7,7 @@ from reasonalign.pipeline.stage import (
     StageResult,
     read_marker,
     run_pipeline,
+    without_off,
 )
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "read_jsonl",
     "read_marker",
     "run_pipeline",
+    "without_off",
     "write_jsonl",
 ]

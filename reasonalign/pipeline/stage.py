@@ -65,6 +65,12 @@ def fingerprint(stage: Stage, input_fps: dict[str, str]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def without_off(config: dict, off: dict[str, Any]) -> dict:
+    """``config`` without the keys whose value is their ``off`` value: an option added to a stage
+    after runs were made keeps those runs' fingerprints while it is off."""
+    return {k: v for k, v in config.items() if not (k in off and v == off[k])}
+
+
 def read_marker(path: Path) -> dict | None:
     try:
         return json.loads((path / MARKER).read_text())
