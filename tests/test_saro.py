@@ -412,6 +412,8 @@ def test_bad_saro_config_fails_at_start_up():
         build_method(compose_cfg(TINY + ["method.srpo.branch_steps=[Reflexion]"])).stages()
     with pytest.raises(ConfigError, match="rejected_source"):
         build_method(compose_cfg(TINY + ["method.srpo.rejected_source=oracle"])).stages()
+    with pytest.raises(ConfigError, match=r"srpo.answer_ratio must be a share between 0 and 1 \(got 1.5\)"):
+        build_method(compose_cfg(TINY + ["method.srpo.answer_ratio=1.5"])).stages()
     names = [s.name for s in build_method(compose_cfg(TINY + ["method.analysis=false",
                                                               "method.evaluate_rw=false"])).stages()]
     assert names == ["prompts", "base_responses", "saro_data", "rw_sft", "srpo_pairs", "srpo", "eval_base", "eval_final"]

@@ -148,6 +148,9 @@ class SaROMethod(Method):
         if m.srpo.rejected_source not in REJECTED_SOURCES:
             problems.append(f"srpo.rejected_source must be one of {', '.join(REJECTED_SOURCES)} "
                             f"(got {m.srpo.rejected_source!r})")
+        for k in ("process_ratio", "outcome_ratio", "answer_ratio"):
+            if not 0.0 <= getattr(m.srpo, k) <= 1.0:
+                problems.append(f"srpo.{k} must be a share between 0 and 1 (got {getattr(m.srpo, k)})")
         unknown = [b for b in m.srpo.branch_steps if b not in steps]
         if unknown:
             problems.append(f"srpo.branch_steps {unknown} are not steps of style {m.style!r} ({', '.join(steps)})")
