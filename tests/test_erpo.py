@@ -22,7 +22,7 @@ from reasonalign.components.cot import (
 from reasonalign.components.pairs import best_worst_pairs, build_reasoning_pairs, refusal_text
 from reasonalign.components.rules import load_rules
 from reasonalign.components.teachers.rules import RulesTeacher
-from reasonalign.config import register_configs
+from reasonalign.config import ConfigError, register_configs
 from reasonalign.data.jailbreaks import FAMILIES, augment
 from reasonalign.data.schema import PromptRecord
 from reasonalign.methods.erpo import PairMix
@@ -249,6 +249,43 @@ def test_best_worst_pairs_add_a_length_pair_next_to_a_decision_pair():
         ("decision", "short right", "wrong"), ("length", "short right", "long right")]
     # the correct samples' scores too close together: no length pair
     assert len(best_worst_pairs(samples, prompts, 0.5, length_pairs=True)) == 1
+
+
+def test_answer_credit_makes_the_wrong_answer_the_rejected_side():
+    """Without credit, a right answer after a malformed thought scores like a wrong answer, and the
+    longer of the two becomes the rejected side; with credit the wrong answer is, so the pair
+    contrasts the decision and not only the thought's format."""
+    from reasonalign.components.length import LengthSchedule, score
+
+    s, lam = LengthSchedule(length_norm=256), 0.3
+    prompts = {"q": {"text": "y", "label": "benign"}}
+
+    def samples(credit):
+        return [{"prompt_id": "q", "response": "right", "correct": True, "score": score(True, 60, lam, s)},
+                {"prompt_id": "q", "response": "refused", "correct": False, "score": score(False, 40, lam, s)},
+                {"prompt_id": "q", "response": "answered, bad thought", "correct": False,
+                 "score": score(False, 90, lam, s, credit)}]
+
+    [plain] = best_worst_pairs(samples(0.0), prompts, 0.02)
+    [credited] = best_worst_pairs(samples(0.5), prompts, 0.02)
+    assert plain["rejected"][0]["content"] == "answered, bad thought"  # the longest wrong one
+    assert credited["rejected"][0]["content"] == "refused"
+    # with no wrong answer among the samples, the malformed one is still paired (gap 0.5)
+    only_format = [x for x in samples(0.5) if x["response"] != "refused"]
+    [fmt_pair] = best_worst_pairs(only_format, prompts, 0.02)
+    assert fmt_pair["rejected"][0]["content"] == "answered, bad thought"
+
+
+def test_answer_credit_is_checked_and_leaves_fingerprints_alone_while_0(tmp_path):
+    def configs(*overrides):  # a stage's fingerprint hashes its config (and its inputs' fingerprints)
+        return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}
+
+    base, half = configs(), configs("method.lcpo.answer_credit=0.5")
+    assert configs("method.lcpo.answer_credit=0.0") == base
+    assert "answer_credit" not in json.dumps(base["lcpo_1_pairs"], default=str)
+    assert half["lcpo_1_pairs"] != base["lcpo_1_pairs"] and half["dpo"] == base["dpo"]
+    with pytest.raises(ConfigError, match="answer_credit"):
+        build_method(erpo_cfg(tmp_path, "method.lcpo.answer_credit=1.0")).stages()
 
 
 def test_best_worst_pairs_reference_fallback_for_prompts_without_a_correct_sample():

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from reasonalign.components.length import LengthSchedule
-from reasonalign.config import DPOOverrides, MethodConfig
+from reasonalign.config import ConfigError, DPOOverrides, MethodConfig
 from reasonalign.methods.base import Method
 from reasonalign.methods.stages import PROMPTS, RESPONSES, model_dir_of
 from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
@@ -67,6 +67,10 @@ class LCPOConfig:
     # id, a Path line) and its Path agrees with the label, as well as its answer; false: any
     # non-empty thought with the right answer counts
     valid_thought: bool = True
+    # score of a sample whose answer is right but whose thought fails the check above (0: the same
+    # as a wrong answer). Above 0, a prompt's worst sample is one with the wrong answer whenever
+    # there is one, so its pair contrasts the decision, not only the thought's format
+    answer_credit: float = 0.0
     # a prompt none of whose K samples is correct pairs the teacher's concise thought + the
     # reference answer (stage 1's data) against its worst sample, instead of giving no pair
     reference_fallback: bool = False
@@ -109,6 +113,9 @@ class ERPOMethod(Method):
     def stages(self):
         s = self.common
         m: ERPOConfig = self.mcfg
+        if not 0.0 <= m.lcpo.answer_credit < 1.0:
+            raise ConfigError(f"method erpo: lcpo.answer_credit must be in [0, 1): below a correct sample's 1 "
+                              f"(got {m.lcpo.answer_credit})")
         stages = [s.prompts(), s.base_responses(), self.data_stage(),
                   s.sft("sft", data=(DATA, "sft.jsonl")),
                   s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft", trainer=m.dpo.apply(self.config.trainer))]
@@ -229,9 +236,11 @@ class ERPOMethod(Method):
                 correct, why = sample_correct(g["response"], p["label"], complied, fmt, m.style, rules,
                                               lc.valid_thought)
                 n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought else 0
+                answer_right = complied != (p["label"] == "harmful")
                 samples.append({"id": item["id"], "prompt_id": p["id"], "label": p["label"], "response": g["response"],
                                 "complied": complied, "correct": correct, "why": why, "thought_tokens": n_thought,
-                                "score": score(correct, n_thought, lam, lc.schedule)})
+                                "score": score(correct, n_thought, lam, lc.schedule,
+                                               lc.answer_credit if answer_right else 0.0)})
             write_jsonl(ctx.out / "samples.jsonl", samples)
             fallback = _reference_responses(ctx.inputs[DATA], fmt, m.style) if lc.reference_fallback else None
             pairs = best_worst_pairs(samples, by_id, lc.min_score_gap, lambda t: chat_messages(cfg.model, t),
@@ -247,7 +256,7 @@ class ERPOMethod(Method):
             return stats
 
         sampling = without_off({k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps")},
-                               {"reference_fallback": False, "balance_labels": False})
+                               {"reference_fallback": False, "balance_labels": False, "answer_credit": 0.0})
         return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else []),
                      config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
                              "rules": cfg.rules, "style": m.style})
