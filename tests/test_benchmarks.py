@@ -70,3 +70,32 @@ def test_throughput_script_compares_against_plain_trl(tmp_path):
     assert gen["batched"]["batch_size"] == 8 and gen["one_at_a_time"]["batch_size"] == 1
     assert gen["batched"]["generated_tokens"] > 0
     assert "plain TRL tokens/s" in (out / "report.md").read_text()
+
+
+def test_answer_opening_groups_rows_by_label_and_thought_path(tmp_path):
+    """benchmarks/answer_opening.py on a saved tiny-random model and a hand-written judged file:
+    rows are grouped by label and the thought's Path line, a row without the closing delimiter is
+    skipped, and each group's mean first-token probability of a refusal opener is in [0, 1]."""
+    from omegaconf import OmegaConf
+
+    from reasonalign.config import ModelConfig
+    from reasonalign.models import resolve_model_dir
+
+    node = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(ROOT / "conf/model/tiny-random.yaml"))
+    model_dir = resolve_model_dir(OmegaConf.to_object(node))
+
+    def row(label, path, complied, close=True):
+        thought = f"<think>\nRule verification: [S0]\n\nPath calibration: Path: {path}.\n" + ("</think>" if close else "")
+        return {"text": f"a {label} prompt", "label": label, "response": thought + "\nSure.", "complied": complied}
+
+    judged = tmp_path / "judged.jsonl"
+    rows = [row("harmful", "refuse", False), row("harmful", "answer", True), row("harmful", "answer", False),
+            row("benign", "answer", True), row("borderline", "answer", False), row("benign", "refuse", False, close=False)]
+    judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run([sys.executable, str(ROOT / "benchmarks" / "answer_opening.py"), str(model_dir), str(judged)]).stdout
+    table = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()
+             if line.startswith(("harmful", "benign+borderline"))}
+    assert {k: v[:2] for k, v in table.items()} == {
+        ("harmful", "answer"): ["2", "1"], ("harmful", "refuse"): ["1", "0"], ("benign+borderline", "answer"): ["2", "1"]}
+    assert all(0.0 <= float(v[2]) <= 1.0 for v in table.values())
+    assert "refusal openers: ['I', 'Sorry']" in out
