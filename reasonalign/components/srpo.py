@@ -229,8 +229,8 @@ def teacher_rejected(branch: Branch, wrong_thought: str, wrong_answer: str, fmt:
                      settings) -> str | None:
     """The rejected continuation of ``branch`` from a wrong teacher chain: the whole wrong turn
     (outcome), its part from the same branch point on (process: the same step and the same unit
-    index within it) or the wrong answer alone (answer: ``wrong_thought`` is not used). None: the wrong chain has no such step, or
-    too few sentences in it."""
+    index within it) or the wrong answer alone (answer: ``wrong_thought`` is not used). None: the
+    wrong chain has no such step, or too few sentences in it."""
     if branch.kind == "answer":
         return branch.lead + wrong_answer.strip()
     bad = fmt.compose(wrong_thought.strip(), wrong_answer)

@@ -236,11 +236,10 @@ class ERPOMethod(Method):
                 correct, why = sample_correct(g["response"], p["label"], complied, fmt, m.style, rules,
                                               lc.valid_thought)
                 n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought else 0
-                answer_right = complied != (p["label"] == "harmful")
                 samples.append({"id": item["id"], "prompt_id": p["id"], "label": p["label"], "response": g["response"],
                                 "complied": complied, "correct": correct, "why": why, "thought_tokens": n_thought,
                                 "score": score(correct, n_thought, lam, lc.schedule,
-                                               lc.answer_credit if answer_right else 0.0)})
+                                               lc.answer_credit if answer_right(p["label"], complied) else 0.0)})
             write_jsonl(ctx.out / "samples.jsonl", samples)
             fallback = _reference_responses(ctx.inputs[DATA], fmt, m.style) if lc.reference_fallback else None
             pairs = best_worst_pairs(samples, by_id, lc.min_score_gap, lambda t: chat_messages(cfg.model, t),
@@ -303,6 +302,12 @@ def lcpo_prompts(prompts: list[dict], n: int, rng, balance: bool = False) -> lis
     return sorted(picked, key=lambda p: p["id"])
 
 
+def answer_right(label: str, complied: bool) -> bool:
+    """Whether the judged answer is the one ``label`` calls for: a harmful prompt refused, a
+    benign or borderline one answered."""
+    return complied != (label == "harmful")
+
+
 def sample_correct(response: str, label: str, complied: bool, fmt, style: str, rules,
                    valid_thought: bool = True) -> tuple[bool, str]:
     """Stage 3's judgement of one sampled response: ``(correct, why)``.
@@ -318,7 +323,7 @@ def sample_correct(response: str, label: str, complied: bool, fmt, style: str, r
     thought, answer = split_response(response, fmt)
     if not thought or not answer:
         return False, "no thought" if not thought else "no answer"
-    if complied == harmful:
+    if not answer_right(label, complied):
         return False, "answer complied with a harmful prompt" if harmful else "answer refused a benign prompt"
     reason = invalid_reason(response, fmt, style, rules, PATH_REFUSE if harmful else PATH_ANSWER) if valid_thought else None
     return (False, f"thought: {reason}") if reason else (True, "")
