@@ -286,6 +286,10 @@ def test_answer_credit_is_checked_and_leaves_fingerprints_alone_while_0(tmp_path
     assert half["lcpo_1_pairs"] != base["lcpo_1_pairs"] and half["dpo"] == base["dpo"]
     with pytest.raises(ConfigError, match="answer_credit"):
         build_method(erpo_cfg(tmp_path, "method.lcpo.answer_credit=1.0")).stages()
+    # stage 2's pair balancing: off keeps every fingerprint, on changes the data stage and what follows
+    assert configs("method.balance_pairs=false") == base
+    assert "balance_pairs" not in json.dumps(base["erpo_data"], default=str)
+    assert configs("method.balance_pairs=true")["erpo_data"] != base["erpo_data"]
 
 
 def test_best_worst_pairs_reference_fallback_for_prompts_without_a_correct_sample():
@@ -455,7 +459,7 @@ def test_erpo_runs_end_to_end_through_the_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "reasonalign", "method=erpo", "model=tiny-random", "data=tiny",
                         "trainer=tiny", "eval=tiny", "responses.max_new_tokens=12", "method.lcpo.iterations=1",
                         "method.lcpo.samples_per_prompt=2", "method.lcpo.prompts_per_iteration=3",
-                        "method.lcpo.max_new_tokens=12", f"run_dir={run_dir}"],
+                        "method.lcpo.max_new_tokens=12", "method.balance_pairs=true", f"run_dir={run_dir}"],
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -471,5 +475,9 @@ def test_erpo_runs_end_to_end_through_the_cli(tmp_path):
     harmful = sum(row["label"] == "harmful" for row in sft)
     assert data["sft_by_label_balanced"]["harmful"] == harmful == len(sft) - harmful  # balance_labels
     assert data["sft_by_label"]["harmful"] == harmful > sum(v for k, v in data["sft_by_label"].items() if k != "harmful")
+    pairs = read_jsonl(run_dir / "stages/erpo_data/pairs.jsonl")  # balance_pairs: as many benign pairs as harmful
+    harmful = sum(p["label"] == "harmful" for p in pairs)
+    assert data["pairs_by_label"]["harmful"] == harmful == len(pairs) - harmful == data["pairs_by_label_balanced"]["harmful"]
+    assert sum(v for k, v in data["pairs_by_label"].items() if k != "harmful") < harmful
     assert "harmful_compliance_jailbreak" in m["eval"]["final"]
     assert Path(run_dir / "stages/lcpo_1/model/config.json").exists()

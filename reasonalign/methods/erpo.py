@@ -96,6 +96,9 @@ class ERPOConfig(MethodConfig):
     # stage 1: repeat benign/borderline SFT records until they match the harmful ones in number
     # (components/pairs.balance_labels); the stage-1 metrics report the counts before and after
     balance_labels: bool = True
+    # stage 2: the same for the preference pairs (off: the pair kinds' own counts, 58% harmful on
+    # the default data)
+    balance_pairs: bool = False
     # stage 2's DPO settings over trainer.dpo: a lower learning rate and an SFT term on the chosen
     # side (without them the 135M default collapsed: chosen log-probs fell, the format broke)
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
@@ -169,18 +172,24 @@ class ERPOMethod(Method):
             sft, pairs, kinds = build_reasoning_pairs(refs, thought, fmt, m.pair_mix, random.Random(m.seed),
                                                       lambda t: chat_messages(cfg.model, t))
             by_label = dict(Counter(r["label"] for r in sft))
+            pairs_by_label = dict(Counter(p["label"] for p in pairs))
             if m.balance_labels:
                 sft = balance_labels(sft, random.Random(m.seed))
+            if m.balance_pairs:
+                pairs = balance_labels(pairs, random.Random(m.seed + 1))
             write_jsonl(ctx.out / "sft.jsonl", sft)
             write_jsonl(ctx.out / "pairs.jsonl", pairs)
             log.info("erpo data: %d SFT records, pairs %s, validator %s", len(sft), kinds, counts)
             return {"sft_rows": len(sft), "sft_by_label": by_label,
                     "sft_by_label_balanced": dict(Counter(r["label"] for r in sft)), "pairs": len(pairs),
-                    "pairs_by_kind": kinds, "thoughts": counts, "benign_skipped_base_refused": skipped}
+                    "pairs_by_kind": kinds, "pairs_by_label": pairs_by_label,
+                    "pairs_by_label_balanced": dict(Counter(p["label"] for p in pairs)), "thoughts": counts,
+                    "benign_skipped_base_refused": skipped}
 
         return Stage(DATA, run, deps=[RESPONSES],
                      config={"style": m.style, "pair_mix": asdict(m.pair_mix), "seed": m.seed, "rules": cfg.rules,
                              "balance_labels": m.balance_labels,
+                             **without_off({"balance_pairs": m.balance_pairs}, {"balance_pairs": False}),
                              "cot": asdict(cfg.cot), "teacher": _teacher_fp(cfg.teacher),
                              "system_prompt": cfg.model.system_prompt})
 
