@@ -465,6 +465,25 @@ def test_policy_rejected_source_with_canned_samples(tmp_path, monkeypatch):
             assert "Path: refuse" in p["chosen"]
 
 
+def test_balance_pairs_repeats_the_smaller_label_group(tmp_path):
+    def configs(*overrides):
+        return {s.name: s.config for s in build_method(compose_cfg(TINY + list(overrides))).stages()}
+
+    base = configs()
+    assert configs("method.balance_pairs=false") == base and "balance_pairs" not in json.dumps(base, default=str)
+    on = configs("method.balance_pairs=true")
+    assert on["srpo_pairs"] != base["srpo_pairs"] and on["saro_data"] == base["saro_data"]
+
+    stages = [s for s in build_method(compose_cfg(TINY + [f"run_dir={tmp_path}", "method.balance_pairs=true"])).stages()
+              if s.name in ("prompts", "base_responses", "saro_data", "srpo_pairs")]
+    m = run_pipeline(stages, tmp_path)["srpo_pairs"].metrics
+    pairs = read_jsonl(tmp_path / "stages/srpo_pairs/pairs.jsonl")
+    harmful = sum(p["label"] == "harmful" for p in pairs)
+    before = m["pairs_by_label"]
+    assert before["harmful"] == harmful == len(pairs) - harmful > sum(v for k, v in before.items() if k != "harmful")
+    assert m["pairs"] == len(pairs)
+
+
 def test_saro_runs_end_to_end_through_the_cli(tmp_path):
     run_dir = tmp_path / "saro"
     r = subprocess.run([sys.executable, "-m", "reasonalign", *TINY, f"run_dir={run_dir}"],

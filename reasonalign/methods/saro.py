@@ -84,6 +84,8 @@ class SaROConfig(MethodConfig):
     # repeat benign/borderline RW records until they match the harmful ones in number
     # (components/pairs.balance_labels)
     balance_labels: bool = True
+    # the same for the SRPO pairs (off: 58% of them are harmful on the default data)
+    balance_pairs: bool = False
     # rw_sft's SFT settings over trainer.sft: long chains need more passes than short answers (at
     # the trainer's 2 epochs the 135M default's RW loss was still 1.4 and it wrote "Path: refuse"
     # and then complied; docs/methods/saro.md)
@@ -235,7 +237,7 @@ class SaROMethod(Method):
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.cot import CoTFormat, ThoughtRequest, generate_thoughts
-            from reasonalign.components.pairs import refusal_text
+            from reasonalign.components.pairs import balance_labels, refusal_text
             from reasonalign.components.rules import load_rules
             from reasonalign.components.srpo import (
                 make_pair,
@@ -310,6 +312,9 @@ class SaROMethod(Method):
                     continue
                 pairs.append(pair)
             random.Random(m.seed).shuffle(pairs)
+            stats["pairs_by_label"] = dict(Counter(p["label"] for p in pairs))
+            if m.balance_pairs:
+                pairs = balance_labels(pairs, random.Random(m.seed + 1))
             write_jsonl(ctx.out / "pairs.jsonl", pairs)
             by_kind = {k: sum(p["kind"] == k for p in pairs) for k in ("process", "outcome", "answer")}
             stats.update(pairs=len(pairs), pairs_by_kind=by_kind,
@@ -326,7 +331,7 @@ class SaROMethod(Method):
 
         deps = [DATA] + ([RW] if policy else [])
         srpo = without_off({k: v for k, v in asdict(sp).items() if policy or k != "policy"}, {"answer_ratio": 0.0})
-        conf = {"srpo": srpo,
+        conf = {"srpo": srpo, **without_off({"balance_pairs": m.balance_pairs}, {"balance_pairs": False}),
                 "style": m.style, "seed": m.seed, "rules": cfg.rules, "cot": asdict(cfg.cot),
                 "teacher": _teacher_fp(cfg.teacher), "model": asdict(cfg.model),
                 "judge": _judge_fp(cfg.eval.judge) if policy else None}
