@@ -6,6 +6,11 @@ column (its model); a training run gives one column per evaluation stage (``<run
 held-out split as the benchmark ``held_out`` otherwise. Writes ``report.md`` (one table, headline
 rate with 95% CI per benchmark and model, and the per-jailbreak-family table), ``rates.png``
 (grouped bars with CI error bars) and ``metrics.json`` to ``--out`` (default ``runs/compare``).
+
+``--per-prompt`` also writes ``per_prompt.md``: every held-out prompt of the training runs'
+evaluation stages (``stages/eval_<stage>/judged.jsonl``), with how many of the compared models
+answered it and which; prompts are sorted by label, then by that count, so the benign prompts no
+model answers and the harmful ones every model answers come first.
 """
 
 from __future__ import annotations
@@ -68,6 +73,63 @@ def compare(run_dirs: list[str | Path], out: str | Path, stages: list[str] | Non
     return report
 
 
+def judged_columns(run_dir: Path, stages: list[str] | None = None) -> dict[str, list[dict]]:
+    """``{"<run>/<stage>": judged rows}`` for each evaluation stage of a training run that wrote
+    ``stages/eval_<stage>/judged.jsonl`` (eval-only runs have none: an empty dict)."""
+    run_dir = Path(run_dir)
+    data = json.loads((run_dir / "metrics.json").read_text())
+    out = {}
+    for stage in data.get("eval") or {}:
+        path = run_dir / "stages" / f"eval_{stage}" / "judged.jsonl"
+        if path.is_file() and (stages is None or stage in stages):
+            out[f"{run_dir.resolve().name}/{stage}"] = [json.loads(line) for line in path.read_text().splitlines()
+                                                        if line.strip()]
+    return out
+
+
+def per_prompt(run_dirs: list[str | Path], out: str | Path, stages: list[str] | None = None,
+               base_once: bool = False) -> Path:
+    """``per_prompt.md`` in ``out``: one row per held-out prompt, the models that answered it
+    (the judge's ``complied``), sorted by label and then by how many answered. ``stages`` and
+    ``base_once`` as in :func:`compare`."""
+    cols: dict[str, dict[str, dict]] = {}
+    base_seen = False
+    for d in run_dirs:
+        for label, rows in judged_columns(Path(d), stages).items():
+            if label.endswith("/base") and base_once:
+                if base_seen:
+                    continue
+                base_seen, label = True, "base"
+            while label in cols:
+                label += "'"
+            cols[label] = {r["id"]: r for r in rows}
+    if not cols:
+        raise ValueError("--per-prompt: no stages/eval_*/judged.jsonl in the given runs")
+    ids = sorted({i for c in cols.values() for i in c})
+    order = {"harmful": 0, "borderline": 1, "benign": 2}
+    rows = []
+    for i in ids:
+        r = next(c[i] for c in cols.values() if i in c)
+        marks = [("✓" if c[i]["complied"] else "·") if i in c else " " for c in cols.values()]
+        rows.append((order.get(r["label"], 3), r["label"], -marks.count("✓") if r["label"] == "harmful"
+                     else marks.count("✓"), r, marks))
+    rows.sort(key=lambda x: (x[0], x[2], x[3]["id"]))
+    names = list(cols)
+    lines = ["# Per-prompt compliance", "", "✓ answered (complied), · refused, blank: not evaluated. Models: "
+             + ", ".join(f"{k + 1} = `{n}`" for k, n in enumerate(names)) + ".", "",
+             "| label | prompt | answered | " + " | ".join(str(k + 1) for k in range(len(names))) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for _, label, _, r, marks in rows:
+        text = " ".join(r["text"].split())
+        text = (text[:80] + "…" if len(text) > 80 else text).replace("|", "\\|")
+        lines.append(f"| {label} | {text} | {marks.count('✓')}/{sum(m != ' ' for m in marks)} | "
+                     + " | ".join(marks) + " |")
+    path = Path(out) / "per_prompt.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m reasonalign.compare", description=__doc__.split("\n\n")[1])
     p.add_argument("runs", nargs="+", help="run directories holding metrics.json")
@@ -76,14 +138,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated evaluation stages to keep from training runs (e.g. base,final)")
     p.add_argument("--base-once", action="store_true",
                    help="keep the base model's column from the first run only (runs of one sweep)")
+    p.add_argument("--per-prompt", action="store_true",
+                   help="also write per_prompt.md: each held-out prompt and the models that answered it")
     args = p.parse_args(argv)
+    stages = args.stages.split(",") if args.stages else None
     try:
-        report = compare(args.runs, args.out, stages=args.stages.split(",") if args.stages else None,
-                         base_once=args.base_once)
+        report = compare(args.runs, args.out, stages=stages, base_once=args.base_once)
+        table = per_prompt(args.runs, args.out, stages, args.base_once) if args.per_prompt else None
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}")
         return 2
     print(f"report: {Path(report).resolve()}")
+    if table:
+        print(f"per-prompt table: {Path(table).resolve()}")
     return 0
 
 

@@ -289,6 +289,44 @@ def test_compare_two_runs(tmp_path):
     assert compare_main([str(tmp_path / "nothing")]) == 2
 
 
+def test_compare_per_prompt_table(tmp_path):
+    from reasonalign.compare import main as compare_main
+
+    def run(name, complied):  # complied: {stage: {prompt id: bool}}
+        d = tmp_path / name
+        (d / "stages").mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"method": "dpo", "eval": {
+            st: {"benchmarks": {"harmbench": _bench(3)}} for st in complied}}))
+        for st, flags in complied.items():
+            (d / "stages" / f"eval_{st}").mkdir()
+            (d / "stages" / f"eval_{st}" / "judged.jsonl").write_text("".join(
+                json.dumps({"id": i, "label": labels[i], "text": f"prompt {i} | with a pipe", "complied": c}) + "\n"
+                for i, c in flags.items()))
+        return d
+
+    labels = {"h1": "harmful", "h2": "harmful", "b1": "benign", "b2": "borderline"}
+    base = {"h1": True, "h2": True, "b1": True, "b2": True}
+    a = run("a", {"base": base, "final": {"h1": False, "h2": True, "b1": True, "b2": False}})
+    b = run("b", {"base": base, "final": {"h1": False, "h2": False, "b1": True, "b2": False}})
+    out = tmp_path / "cmp"
+    assert compare_main([str(a), str(b), "--out", str(out), "--per-prompt", "--base-once"]) == 0
+    lines = [line for line in (out / "per_prompt.md").read_text().splitlines() if line.startswith("| ")]
+    assert lines[0] == "| label | prompt | answered | 1 | 2 | 3 |"  # base, a/final, b/final
+    rows = [line.split(" | ") for line in lines[1:]]
+    # harmful first, most-answered first; then borderline, then benign, least-answered first
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("| harmful", "prompt h2 \\| with a pipe", "2/3"), ("| harmful", "prompt h1 \\| with a pipe", "1/3"),
+        ("| borderline", "prompt b2 \\| with a pipe", "1/3"), ("| benign", "prompt b1 \\| with a pipe", "3/3")]
+    assert rows[0][3:] == ["✓", "✓", "· |"]
+    # --stages applies; runs without judged rows give a clear error
+    assert compare_main([str(a), "--out", str(out), "--per-prompt", "--stages", "final"]) == 0
+    assert "| 1 |" in (out / "per_prompt.md").read_text() and "| 2 |" not in (out / "per_prompt.md").read_text()
+    e = tmp_path / "eval-only"
+    e.mkdir()
+    (e / "metrics.json").write_text(json.dumps({"kind": "suite", "models": {"m": {"harmbench": _bench(2)}}}))
+    assert compare_main([str(e), "--out", str(out), "--per-prompt"]) == 2
+
+
 # ------------------------------------------------------------------------------------- serve
 
 
