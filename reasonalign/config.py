@@ -60,6 +60,9 @@ class DataSourceConfig:
     category_field: str | None = None
     # keep only rows whose field is in the list, e.g. {FunctionalCategory: [standard]}
     include: dict[str, list[str]] = field(default_factory=dict)
+    # drop rows whose field is in the list (a list-valued field: when any of its items is), e.g.
+    # {intents: [S006sh]}
+    exclude: dict[str, list[str]] = field(default_factory=dict)
     limit: int | None = None  # cap rows read from this source (after filtering)
 
 

@@ -483,14 +483,27 @@ def _included(row: Row, include: Mapping[str, Any], name: str, line: int) -> boo
     return True
 
 
+def _excluded(row: Row, exclude: Mapping[str, Any], name: str, line: int) -> bool:
+    for field, banned in exclude.items():
+        value = get_field(row, field) if isinstance(row, dict) else _MISSING
+        if value is _MISSING:
+            raise DataError(name, line, field, f"missing field (used by exclude){_has(row)}")
+        values = value if isinstance(value, list) else [value]
+        if {str(v) for v in values} & {str(b) for b in banned}:
+            return True
+    return False
+
+
 def load_prompt_source(src: DataSourceConfig, cache: str | os.PathLike | None = None) -> list[PromptRecord]:
     """Read one configured source into prompt records (``id`` is ``<source name>:<line>``)."""
     _check_source_config(src)
     name, rows = load_rows(src.uri, src.sha256, src.format, cache)
-    include = dict(src.include or {})
+    include, exclude = dict(src.include or {}), dict(src.exclude or {})
     records: list[PromptRecord] = []
     for line, row in rows:
         if include and not _included(row, include, name, line):
+            continue
+        if exclude and _excluded(row, exclude, name, line):
             continue
         fields = {
             "id": f"{src.name}:{line}",
@@ -503,7 +516,7 @@ def load_prompt_source(src: DataSourceConfig, cache: str | os.PathLike | None = 
         if src.limit is not None and len(records) >= src.limit:
             break
     if not records:
-        why = f" after include filters {include}" if include else ""
+        why = "".join(f" after {k} filters {v}" for k, v in (("include", include), ("exclude", exclude)) if v)
         raise DataError(name, None, None, f"no prompts in source {src.name!r}{why} ({len(rows)} rows read)")
     return records
 

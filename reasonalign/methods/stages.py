@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reasonalign.config import Config
 from reasonalign.paths import cache_dir
-from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
+from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
 
 log = logging.getLogger("reasonalign.stages")
 
@@ -61,7 +61,9 @@ class CommonStages:
                      report.get("leakage", report.get("leakage_removed")))
             return {"train": len(train), "eval": len(evals), "split_report": report}
 
-        return Stage(PROMPTS, run, config=asdict(self.cfg.data))
+        data = asdict(self.cfg.data)  # an empty exclude (added later) keeps older runs' fingerprints
+        data["sources"] = [without_off(src, {"exclude": {}}) for src in data["sources"]]
+        return Stage(PROMPTS, run, config=data)
 
     def base_responses(self) -> Stage:
         """The base model's own answers to the training prompts (batched, resumable)."""
