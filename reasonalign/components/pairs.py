@@ -200,7 +200,8 @@ def balance_labels(rows: list[dict], rng) -> list[dict]:
     are the same size: whole copies first, then a seeded sample of the rest. Rows keep their order
     within a group; the result is shuffled with ``rng``. A group that is empty stays empty.
 
-    ERPO's stage 1 and SaRO's warmup SFT use it (``method.balance_labels``): with twice as many
+    ERPO's stage 1 and SaRO's warmup SFT use it (``method.balance_labels``), and, for their
+    preference pairs, ERPO's stage 2 and SaRO's SRPO (``method.balance_pairs``): with twice as many
     harmful prompts (plain and jailbreak-wrapped) as benign ones, the 135M default learned to
     refuse by default (docs/methods/erpo.md)."""
     harmful = [r for r in rows if r["label"] == "harmful"]
