@@ -396,7 +396,8 @@ def test_saro_sets_its_own_sequence_length_eval_budget_and_dpo_settings():
     assert stages["rw_sft"].config["sft"]["max_length"] == 384
     assert stages["srpo"].config["dpo"]["max_length"] == 384
     assert stages["srpo"].config["dpo"]["loss_type"] == ["sigmoid", "sft"]
-    assert stages["srpo"].config["dpo"]["learning_rate"] == 5e-5
+    assert stages["srpo"].config["dpo"]["learning_rate"] == 2e-4
+    assert stages["srpo"].config["dpo"]["num_train_epochs"] == 2.0
     assert {stages[n].config["eval"]["generation"]["max_new_tokens"] for n in ("eval_base", "eval_rw", "eval_final")} \
         == {320}
     cfg = compose_cfg(TINY)  # null: the trainer's and the eval config's own values
@@ -469,10 +470,9 @@ def test_balance_pairs_repeats_the_smaller_label_group(tmp_path):
     def configs(*overrides):
         return {s.name: s.config for s in build_method(compose_cfg(TINY + list(overrides))).stages()}
 
-    base = configs()
-    assert configs("method.balance_pairs=false") == base and "balance_pairs" not in json.dumps(base, default=str)
-    on = configs("method.balance_pairs=true")
-    assert on["srpo_pairs"] != base["srpo_pairs"] and on["saro_data"] == base["saro_data"]
+    off, on = configs("method.balance_pairs=false"), configs()  # on by default
+    assert "balance_pairs" not in json.dumps(off, default=str)  # runs made before it keep their fingerprints
+    assert on["srpo_pairs"] != off["srpo_pairs"] and on["saro_data"] == off["saro_data"]
 
     stages = [s for s in build_method(compose_cfg(TINY + [f"run_dir={tmp_path}", "method.balance_pairs=true"])).stages()
               if s.name in ("prompts", "base_responses", "saro_data", "srpo_pairs")]

@@ -84,16 +84,17 @@ class SaROConfig(MethodConfig):
     # repeat benign/borderline RW records until they match the harmful ones in number
     # (components/pairs.balance_labels)
     balance_labels: bool = True
-    # the same for the SRPO pairs (off: 58% of them are harmful on the default data)
-    balance_pairs: bool = False
+    # the same for the SRPO pairs (58% of them are harmful on the default data; balanced, SRPO
+    # raised benign compliance where unbalanced it had not; docs/methods/saro.md)
+    balance_pairs: bool = True
     # rw_sft's SFT settings over trainer.sft: long chains need more passes than short answers (at
     # the trainer's 2 epochs the 135M default's RW loss was still 1.4 and it wrote "Path: refuse"
     # and then complied; docs/methods/saro.md)
     sft: SFTOverrides = field(default_factory=lambda: SFTOverrides(num_train_epochs=3.0))
-    # srpo's DPO settings over trainer.dpo (as ERPO's stage 2: a lower learning rate, one epoch,
-    # an SFT term on the chosen side)
+    # srpo's DPO settings over trainer.dpo: the plain DPO baseline's learning rate for 2 epochs,
+    # with an SFT term on the chosen side (as ERPO's stage 2) that keeps the chain's format
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
-        learning_rate=5e-5, num_train_epochs=1.0, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
+        learning_rate=2e-4, num_train_epochs=2.0, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
     evaluate_rw: bool = True  # also evaluate the RW model (eval_rw)
     analysis: bool = True  # embedding-space analysis of the base and final models
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
