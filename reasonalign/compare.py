@@ -49,25 +49,35 @@ def columns(run_dir: Path) -> dict[str, dict[str, dict]]:
     return out
 
 
+def _unique_columns(items, base_once: bool):
+    """``(label, value)`` pairs with unique labels (a repeat gets a ``'``); with ``base_once`` only
+    the first ``<run>/base`` column is kept, as ``base`` (the runs of one sweep evaluate the same
+    base model on the same prompts)."""
+    taken, base_seen = set(), False
+    for label, value in items:
+        if base_once and label.endswith("/base"):
+            if base_seen:
+                continue
+            base_seen, label = True, "base"
+        while label in taken:
+            label += "'"
+        taken.add(label)
+        yield label, value
+
+
 def compare(run_dirs: list[str | Path], out: str | Path, stages: list[str] | None = None,
             base_once: bool = False, title: str | None = None) -> Path:
     """One report over ``run_dirs``. ``stages``: keep only these evaluation stages of training runs
     (e.g. ``["base", "final"]``); ``base_once``: keep ``base`` from the first run that has it only
     (the runs of one sweep evaluate the same base model on the same prompts)."""
-    models: dict[str, dict[str, dict]] = {}
-    base_seen = False
-    for d in run_dirs:
-        for label, bench in columns(Path(d)).items():
-            stage = label.rsplit("/", 1)[-1] if "/" in label else None
-            if stage is not None and stages is not None and stage not in stages:
-                continue
-            if stage == "base" and base_once:
-                if base_seen:
-                    continue
-                base_seen, label = True, "base"
-            while label in models:
-                label += "'"
-            models[label] = bench
+    def kept():
+        for d in run_dirs:
+            for label, bench in columns(Path(d)).items():
+                stage = label.rsplit("/", 1)[-1] if "/" in label else None
+                if stage is None or stages is None or stage in stages:
+                    yield label, bench
+
+    models = dict(_unique_columns(kept(), base_once))
     _, report = write_suite_report(Path(out), title or "reasonalign compare: " + ", ".join(map(str, run_dirs)),
                                    models, extra={"runs": [str(d) for d in run_dirs]})
     return report
@@ -92,17 +102,8 @@ def per_prompt(run_dirs: list[str | Path], out: str | Path, stages: list[str] | 
     """``per_prompt.md`` in ``out``: one row per held-out prompt, the models that answered it
     (the judge's ``complied``), sorted by label and then by how many answered. ``stages`` and
     ``base_once`` as in :func:`compare`."""
-    cols: dict[str, dict[str, dict]] = {}
-    base_seen = False
-    for d in run_dirs:
-        for label, rows in judged_columns(Path(d), stages).items():
-            if label.endswith("/base") and base_once:
-                if base_seen:
-                    continue
-                base_seen, label = True, "base"
-            while label in cols:
-                label += "'"
-            cols[label] = {r["id"]: r for r in rows}
+    judged = ((label, rows) for d in run_dirs for label, rows in judged_columns(Path(d), stages).items())
+    cols = {label: {r["id"]: r for r in rows} for label, rows in _unique_columns(judged, base_once)}
     if not cols:
         raise ValueError("--per-prompt: no stages/eval_*/judged.jsonl in the given runs")
     ids = sorted({i for c in cols.values() for i in c})

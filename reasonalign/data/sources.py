@@ -473,23 +473,22 @@ def _row_category(row: Row, src: DataSourceConfig, name: str, line: int) -> str:
     return str(value).strip() or "unknown"
 
 
-def _included(row: Row, include: Mapping[str, Any], name: str, line: int) -> bool:
-    for field, allowed in include.items():
-        value = get_field(row, field) if isinstance(row, dict) else _MISSING
-        if value is _MISSING:
-            raise DataError(name, line, field, f"missing field (used by include){_has(row)}")
-        if str(value) not in {str(a) for a in allowed}:
-            return False
-    return True
+def _filter_values(row: Row, field: str, used_by: str, name: str, line: int) -> Any:
+    """The value of ``field`` that an ``include``/``exclude`` filter tests (missing: located error)."""
+    value = get_field(row, field) if isinstance(row, dict) else _MISSING
+    if value is _MISSING:
+        raise DataError(name, line, field, f"missing field (used by {used_by}){_has(row)}")
+    return value
 
 
-def _excluded(row: Row, exclude: Mapping[str, Any], name: str, line: int) -> bool:
+def _included(row: Row, include: Mapping[str, set[str]], name: str, line: int) -> bool:
+    return all(str(_filter_values(row, f, "include", name, line)) in allowed for f, allowed in include.items())
+
+
+def _excluded(row: Row, exclude: Mapping[str, set[str]], name: str, line: int) -> bool:
     for field, banned in exclude.items():
-        value = get_field(row, field) if isinstance(row, dict) else _MISSING
-        if value is _MISSING:
-            raise DataError(name, line, field, f"missing field (used by exclude){_has(row)}")
-        values = value if isinstance(value, list) else [value]
-        if {str(v) for v in values} & {str(b) for b in banned}:
+        value = _filter_values(row, field, "exclude", name, line)
+        if {str(v) for v in (value if isinstance(value, list) else [value])} & banned:
             return True
     return False
 
@@ -498,7 +497,9 @@ def load_prompt_source(src: DataSourceConfig, cache: str | os.PathLike | None = 
     """Read one configured source into prompt records (``id`` is ``<source name>:<line>``)."""
     _check_source_config(src)
     name, rows = load_rows(src.uri, src.sha256, src.format, cache)
-    include, exclude = dict(src.include or {}), dict(src.exclude or {})
+    # the listed values as strings, once per source (values compare as strings)
+    include = {f: {str(v) for v in vs} for f, vs in (src.include or {}).items()}
+    exclude = {f: {str(v) for v in vs} for f, vs in (src.exclude or {}).items()}
     records: list[PromptRecord] = []
     for line, row in rows:
         if include and not _included(row, include, name, line):
@@ -516,7 +517,8 @@ def load_prompt_source(src: DataSourceConfig, cache: str | os.PathLike | None = 
         if src.limit is not None and len(records) >= src.limit:
             break
     if not records:
-        why = "".join(f" after {k} filters {v}" for k, v in (("include", include), ("exclude", exclude)) if v)
+        why = "".join(f" after {k} filters {dict(v)}" for k, v in (("include", src.include), ("exclude", src.exclude))
+                      if v)
         raise DataError(name, None, None, f"no prompts in source {src.name!r}{why} ({len(rows)} rows read)")
     return records
 
