@@ -319,6 +319,10 @@ class TeacherConfig:
     timeout_s: float = 120.0
     backoff_s: float = 1.0
     trust_remote_code: bool = False
+    # rules teacher: the rejected variants (negative, overcautious) also misjudge the request in
+    # their first step (the other label's intent sentence), so a preference pair contrasts the
+    # classification itself, not only the steps after it (docs/methods/erpo.md)
+    misjudge_rejected: bool = False
 
 
 @dataclass

@@ -481,3 +481,36 @@ def test_erpo_runs_end_to_end_through_the_cli(tmp_path):
     assert sum(v for k, v in data["pairs_by_label"].items() if k != "harmful") < harmful
     assert "harmful_compliance_jailbreak" in m["eval"]["final"]
     assert Path(run_dir / "stages/lcpo_1/model/config.json").exists()
+
+
+@pytest.mark.parametrize("style", [EX_ANTE, LONG_CHAIN])
+def test_misjudge_rejected_flips_only_the_rejected_variants_first_step(style):
+    from reasonalign.config import TeacherConfig
+
+    on = RulesTeacher(TeacherConfig(misjudge_rejected=True))
+    for pid, variant, expect in (("h1", "negative", "answer"), ("b2", "overcautious", "refuse")):
+        req = request(pid, variant, style)
+        before, after = thought(pid, variant, style), on.write([req], RULES, FMT)[0]
+        first = FMT.steps(style)[0] + ":"
+        assert before.split("\n\n")[0] != after.split("\n\n")[0] and before.split("\n\n")[1:] == after.split("\n\n")[1:]
+        assert before.startswith(first) and after.startswith(first)
+        judged_harmful = any(w in after.split("\n\n")[0] for w in ("harm", "hurt"))
+        assert judged_harmful == (pid == "b2"), after  # the negative thought now calls the request ordinary
+        validate(FMT.compose(after, "Answer."), FMT, style, RULES, expect)  # still a valid thought
+    for variant in ("correct", "concise", "verbose"):  # the chosen side is unchanged
+        assert on.write([request("h1", variant, style)], RULES, FMT)[0] == thought("h1", variant, style)
+
+
+def test_misjudge_rejected_is_in_the_data_fingerprint_only_when_on(tmp_path):
+    from reasonalign.components.teachers.base import make_teacher
+    from reasonalign.config import TeacherConfig
+
+    def configs(*overrides):
+        return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}
+
+    base = configs()
+    assert configs("teacher.misjudge_rejected=false") == base
+    assert "misjudge" not in json.dumps(base["erpo_data"], default=str)
+    assert configs("teacher.misjudge_rejected=true")["erpo_data"] != base["erpo_data"]
+    with pytest.raises(ValueError, match="misjudge_rejected is an option of the rules teacher"):
+        make_teacher(TeacherConfig(name="hf", kind="hf", model="m", misjudge_rejected=True))

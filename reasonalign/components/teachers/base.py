@@ -162,6 +162,9 @@ def make_teacher(cfg: TeacherConfig, model_cfg: ModelConfig | None = None) -> Te
     model teaching itself.
     """
     kind = cfg.kind
+    if cfg.misjudge_rejected and kind != "rules":
+        raise ValueError(f"teacher.misjudge_rejected is an option of the rules teacher; teacher.kind is {kind!r} "
+                         "(ask your teacher for such thoughts in its instructions instead)")
     if kind == "rules":
         from reasonalign.components.teachers.rules import RulesTeacher
 

@@ -100,10 +100,13 @@ class RulesTeacher:
         decision = self._decision(req)
         v = req.variant
 
-        assess = _pick(INTENT[label], key + "a").format(what=_what(req.prompt))
+        judged = label
+        if self.cfg.misjudge_rejected and v in ("negative", "overcautious"):
+            judged = "benign" if harmful else "harmful"
+        assess = _pick(INTENT[judged], key + "a").format(what=_what(req.prompt))
         if sig:
             assess += " Risk signals: " + "; ".join(sig) + "."
-        elif harmful:
+        elif judged == "harmful":
             assess += " There is no framing that changes what the answer would enable."
 
         cite = f"[{rule.id}] {rule.title}"
