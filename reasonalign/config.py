@@ -323,6 +323,10 @@ class TeacherConfig:
     # their first step (the other label's intent sentence), so a preference pair contrasts the
     # classification itself, not only the steps after it (docs/methods/erpo.md)
     misjudge_rejected: bool = False
+    # rules teacher: the first step opens with a one-word verdict ("Harmful.", "Benign.",
+    # "Borderline."), so the thought classifies the request at its first token rather than
+    # after a shared opener and a quote of the prompt (docs/methods/erpo.md)
+    verdict_first: bool = False
 
 
 @dataclass

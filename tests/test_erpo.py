@@ -501,7 +501,8 @@ def test_misjudge_rejected_flips_only_the_rejected_variants_first_step(style):
         assert on.write([request("h1", variant, style)], RULES, FMT)[0] == thought("h1", variant, style)
 
 
-def test_misjudge_rejected_is_in_the_data_fingerprint_only_when_on(tmp_path):
+@pytest.mark.parametrize("option", ["misjudge_rejected", "verdict_first"])
+def test_rules_teacher_options_are_in_the_data_fingerprint_only_when_on(tmp_path, option):
     from reasonalign.components.teachers.base import make_teacher
     from reasonalign.config import TeacherConfig
 
@@ -509,8 +510,37 @@ def test_misjudge_rejected_is_in_the_data_fingerprint_only_when_on(tmp_path):
         return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}
 
     base = configs()
-    assert configs("teacher.misjudge_rejected=false") == base
-    assert "misjudge" not in json.dumps(base["erpo_data"], default=str)
-    assert configs("teacher.misjudge_rejected=true")["erpo_data"] != base["erpo_data"]
-    with pytest.raises(ValueError, match="misjudge_rejected is an option of the rules teacher"):
-        make_teacher(TeacherConfig(name="hf", kind="hf", model="m", misjudge_rejected=True))
+    assert configs(f"teacher.{option}=false") == base
+    assert option not in json.dumps(base["erpo_data"], default=str)
+    assert configs(f"teacher.{option}=true")["erpo_data"] != base["erpo_data"]
+    with pytest.raises(ValueError, match=f"{option} is an option of the rules teacher"):
+        make_teacher(TeacherConfig(name="hf", kind="hf", model="m", **{option: True}))
+
+
+@pytest.mark.parametrize("style", [EX_ANTE, LONG_CHAIN])
+def test_verdict_first_opens_every_thought_with_its_label_at_a_distinct_first_token(style):
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from reasonalign.components.teachers.rules import VERDICT
+    from reasonalign.config import ModelConfig, TeacherConfig
+    from reasonalign.models import resolve_model_dir
+
+    first = FMT.steps(style)[0] + ": "
+    on = RulesTeacher(TeacherConfig(verdict_first=True))
+    for pid, label in (("h1", "harmful"), ("h2", "harmful"), ("b1", "borderline"), ("b2", "benign")):
+        for variant in ("correct", "concise", "verbose"):
+            off, got = thought(pid, variant, style), on.write([request(pid, variant, style)], RULES, FMT)[0]
+            assert got.startswith(first + VERDICT[label] + " ") and got.replace(VERDICT[label] + " ", "") == off, (pid, variant)
+            validate(FMT.compose(got, "Answer."), FMT, style, RULES, "refuse" if label == "harmful" else "answer")
+    # with misjudge_rejected the rejected thoughts carry the other label's verdict
+    both = RulesTeacher(TeacherConfig(verdict_first=True, misjudge_rejected=True))
+    assert both.write([request("h1", "negative", style)], RULES, FMT)[0].startswith(first + "Benign. ")
+    assert both.write([request("b2", "overcautious", style)], RULES, FMT)[0].startswith(first + "Harmful. ")
+    # the verdicts differ at their first token in the embedded default's vocabulary (tiny-random
+    # shares SmolLM2's tokenizer)
+    tiny = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(Path(conf_dir()) / "model/tiny-random.yaml"))
+    tok = AutoTokenizer.from_pretrained(resolve_model_dir(OmegaConf.to_object(tiny)))
+    firsts = {tok(first + v, add_special_tokens=False).input_ids[len(tok(first.rstrip(), add_special_tokens=False).input_ids)]
+              for v in VERDICT.values()}
+    assert len(firsts) == len(VERDICT)

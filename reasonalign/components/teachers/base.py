@@ -162,9 +162,10 @@ def make_teacher(cfg: TeacherConfig, model_cfg: ModelConfig | None = None) -> Te
     model teaching itself.
     """
     kind = cfg.kind
-    if cfg.misjudge_rejected and kind != "rules":
-        raise ValueError(f"teacher.misjudge_rejected is an option of the rules teacher; teacher.kind is {kind!r} "
-                         "(ask your teacher for such thoughts in its instructions instead)")
+    for opt in ("misjudge_rejected", "verdict_first"):
+        if getattr(cfg, opt) and kind != "rules":
+            raise ValueError(f"teacher.{opt} is an option of the rules teacher; teacher.kind is {kind!r} "
+                             "(ask your teacher for such thoughts in its instructions instead)")
     if kind == "rules":
         from reasonalign.components.teachers.rules import RulesTeacher
 

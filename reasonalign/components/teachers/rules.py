@@ -61,6 +61,10 @@ INTENT = {
 # the version of the wording below: part of the data stages' fingerprint, so a change re-runs them
 TEMPLATES = 2
 
+# ``verdict_first``: the word the first step opens with (each a distinct first token in SmolLM2's
+# vocabulary: " Harm", " Ben", " Border")
+VERDICT = {"harmful": "Harmful.", "benign": "Benign.", "borderline": "Borderline."}
+
 CONCISE = {"harmful": "A request for harmful help", "benign": "An ordinary request",
            "borderline": "A sensitive but legitimate request"}
 
@@ -144,6 +148,8 @@ class RulesTeacher:
             body = [assess, verify, path]
         else:
             body = self._long_chain(req, assess, verify, path, harmful, sig, key)
+        if self.cfg.verdict_first:
+            body[0] = f"{VERDICT[judged]} {body[0]}"
         if v == "verbose":
             body = [self._pad(b, key + str(i)) for i, b in enumerate(body)]
         return "\n\n".join(f"{name}: {text}" for name, text in zip(steps, body, strict=True))
