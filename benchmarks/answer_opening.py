@@ -12,7 +12,9 @@ reference refusals (``components/pairs.REFUSALS``: "I", "Sorry").
 
 Given only the judged.jsonl (no model), it prints the same groups without the probabilities. Both
 ways it ends with how often the answer follows the path (a refusal after ``refuse``, an answer
-after ``answer``/``answer with care``) and how often the path matches the label.
+after ``answer``/``answer with care``) and how often the path matches the label; where thoughts
+open with a verdict (``teacher.verdict_first``: "Harmful.", "Benign.", "Borderline."), also how
+often the verdict matches the label.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reasonalign.components.pairs import REFUSALS
+from reasonalign.components.teachers.rules import VERDICT
+
+# the verdict word right after the first step's name ("Initial assessment: Harmful. ...")
+VERDICT_RE = re.compile(r"^\s*\S+\s*[^\n:]*:\s*(" + "|".join(re.escape(v) for v in VERDICT.values()) + ")")
 
 
 def main() -> None:
@@ -44,6 +50,7 @@ def main() -> None:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         openers = sorted({tok(r.split()[0], add_special_tokens=False).input_ids[0] for r in REFUSALS})
     groups: dict[tuple[str, str], list[tuple[bool, float]]] = defaultdict(list)
+    verdicts: dict[str, list[bool]] = defaultdict(list)  # label group -> verdict matches it
     for line in open(judged, encoding="utf-8"):
         r = json.loads(line)
         if args.close not in r["response"]:
@@ -52,6 +59,9 @@ def main() -> None:
         m = re.search(r"Path:\s*(refuse|answer with care|answer)", head)
         label = "harmful" if r["label"] == "harmful" else "benign+borderline"
         path = m.group(1) if m else "(no path)"
+        v = VERDICT_RE.match(head)
+        if v:
+            verdicts[label].append((v.group(1) == VERDICT["harmful"]) == (label == "harmful"))
         p_refusal = float("nan")
         if model_dir:
             ids = tok.apply_chat_template([{"role": "user", "content": r["text"]}], add_generation_prompt=True,
@@ -82,6 +92,10 @@ def main() -> None:
     print(f"answer follows the path: {follows} of {with_path}")
     print(f"path of harmful prompts is refuse: {count('harmful', refuse)} of {count('harmful', answer + refuse)}")
     print(f"path of benign+borderline prompts is answer: {count(benign, answer)} of {count(benign, answer + refuse)}")
+    if verdicts:
+        h, b = verdicts["harmful"], verdicts[benign]
+        print(f"verdict of harmful prompts is {VERDICT['harmful']!r}: {sum(h)} of {len(h)}")
+        print(f"verdict of benign+borderline prompts is not {VERDICT['harmful']!r}: {sum(b)} of {len(b)}")
 
 
 if __name__ == "__main__":
