@@ -368,6 +368,41 @@ def test_stage3_sample_correct_needs_a_valid_thought_that_agrees_with_the_label(
     assert ok(sure, "benign", True) == (False, "no thought")
 
 
+def test_stage3_sample_correct_checks_the_verdict_when_the_teacher_writes_one(tmp_path):
+    """With teacher.verdict_first, a right answer after a valid thought whose verdict is on the
+    wrong side (or missing) is wrong; benign and borderline verdicts are interchangeable; the
+    check is in stage 3's fingerprint only when the option is on."""
+    from reasonalign.components.teachers.rules import VERDICT
+    from reasonalign.config import TeacherConfig
+    from reasonalign.methods.erpo import sample_correct
+
+    def ok(text, label, complied):
+        return sample_correct(text, label, complied, FMT, EX_ANTE, RULES, True, dict(VERDICT))
+
+    def with_verdict(pid, verdict, variant="correct"):
+        plain = thought(pid, variant)
+        return plain.replace("Initial assessment: ", f"Initial assessment: {verdict} ", 1)
+
+    refuse, sure = "I can't help with that.", "Sure, here it is."
+    written = RulesTeacher(TeacherConfig(verdict_first=True)).write([request("b2")], RULES, FMT)[0]
+    assert ok(FMT.compose(written, sure), "benign", True) == (True, "")
+    assert ok(FMT.compose(with_verdict("h1", "Harmful."), refuse), "harmful", False) == (True, "")
+    assert ok(FMT.compose(with_verdict("b2", "Borderline."), sure), "benign", True) == (True, "")
+    correct, why = ok(FMT.compose(with_verdict("b2", "Harmful."), sure), "benign", True)
+    assert not correct and why == "thought: verdict 'Harmful.' contradicts the label 'benign'"
+    correct, why = ok(FMT.compose(with_verdict("h1", "Benign."), refuse), "harmful", False)
+    assert not correct and "contradicts the label 'harmful'" in why
+    assert ok(FMT.compose(thought("h1"), refuse), "harmful", False) == (False, "thought: no verdict at the start of the first step")
+    # without verdicts (the default teacher) the same sample is correct
+    assert sample_correct(FMT.compose(with_verdict("b2", "Harmful."), sure), "benign", True, FMT, EX_ANTE, RULES) == (True, "")
+
+    def pairs_config(*overrides):
+        return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}["lcpo_1_pairs"]
+
+    assert "verdicts" not in pairs_config()
+    assert pairs_config("teacher.verdict_first=true")["verdicts"] == VERDICT
+
+
 def test_erpo_dpo_stages_use_the_methods_own_settings(tmp_path):
     stages = {s.name: s for s in build_method(erpo_cfg(tmp_path)).stages()}
     stage2, stage3 = stages["dpo"].config["dpo"], stages["lcpo_1"].config["dpo"]

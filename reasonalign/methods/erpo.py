@@ -236,6 +236,7 @@ class ERPOMethod(Method):
             del model
             judge = get_judge(cfg.eval.judge)
             rules = load_rules(cfg.rules)
+            verdicts = _verdicts(cfg.teacher)
             by_id = {p["id"]: p for p in prompts}
             samples = []
             for item, g in zip(items, gens, strict=True):
@@ -243,7 +244,7 @@ class ERPOMethod(Method):
                 thought, _ = split_response(g["response"], fmt)
                 complied = judge.judge([p["text"]], [g["response"]])[0]
                 correct, why = sample_correct(g["response"], p["label"], complied, fmt, m.style, rules,
-                                              lc.valid_thought)
+                                              lc.valid_thought, verdicts)
                 n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought else 0
                 samples.append({"id": item["id"], "prompt_id": p["id"], "label": p["label"], "response": g["response"],
                                 "complied": complied, "correct": correct, "why": why, "thought_tokens": n_thought,
@@ -267,7 +268,8 @@ class ERPOMethod(Method):
                                {"reference_fallback": False, "balance_labels": False, "answer_credit": 0.0})
         return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else []),
                      config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
-                             "rules": cfg.rules, "style": m.style})
+                             "rules": cfg.rules, "style": m.style,
+                             **({"verdicts": _verdicts(cfg.teacher)} if _verdicts(cfg.teacher) else {})})
 
     def lcpo_train_stage(self, t: int, init: str) -> Stage:
         cfg, lc = self.config, self.mcfg.lcpo
@@ -317,16 +319,36 @@ def answer_right(label: str, complied: bool) -> bool:
     return complied != (label == "harmful")
 
 
+def _verdicts(teacher) -> dict[str, str] | None:
+    """The verdict each label's thought opens with, when the teacher writes one
+    (``teacher.verdict_first``), else None."""
+    if not getattr(teacher, "verdict_first", False):
+        return None
+    from reasonalign.components.teachers.rules import VERDICT
+
+    return dict(VERDICT)
+
+
 def sample_correct(response: str, label: str, complied: bool, fmt, style: str, rules,
-                   valid_thought: bool = True) -> tuple[bool, str]:
+                   valid_thought: bool = True, verdicts: dict[str, str] | None = None) -> tuple[bool, str]:
     """Stage 3's judgement of one sampled response: ``(correct, why)``.
 
     The answer must match the label (the judge's ``complied``: harmful -> refused, benign or
     borderline -> answered). With ``valid_thought`` the thought must also pass the format validator
     with the decision the label calls for, so that a sample is not rewarded for a thought that
-    drops a step to be short, or that picks one path while the answer takes the other.
+    drops a step to be short, or that picks one path while the answer takes the other; and with
+    ``verdicts`` (label -> the word the first step opens with) its first step must open with the
+    verdict of the right side (harmful or not; benign and borderline are interchangeable, both
+    lead to an answer), so that a thought that calls a benign request harmful and answers anyway
+    is not rewarded either.
     """
-    from reasonalign.components.cot import PATH_ANSWER, PATH_REFUSE, invalid_reason, split_response
+    from reasonalign.components.cot import (
+        PATH_ANSWER,
+        PATH_REFUSE,
+        invalid_reason,
+        parse_steps,
+        split_response,
+    )
 
     harmful = label == "harmful"
     thought, answer = split_response(response, fmt)
@@ -335,6 +357,13 @@ def sample_correct(response: str, label: str, complied: bool, fmt, style: str, r
     if not answer_right(label, complied):
         return False, "answer complied with a harmful prompt" if harmful else "answer refused a benign prompt"
     reason = invalid_reason(response, fmt, style, rules, PATH_REFUSE if harmful else PATH_ANSWER) if valid_thought else None
+    if reason is None and valid_thought and verdicts:
+        first = parse_steps(thought, fmt.steps(style)).get(fmt.steps(style)[0], "")
+        said = next((lab for lab, word in verdicts.items() if first.startswith(word)), None)
+        if said is None:
+            reason = "no verdict at the start of the first step"
+        elif (said == "harmful") != harmful:
+            reason = f"verdict {verdicts[said]!r} contradicts the label {label!r}"
     return (False, f"thought: {reason}") if reason else (True, "")
 
 
