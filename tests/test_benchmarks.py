@@ -130,3 +130,44 @@ def test_answer_opening_without_a_model_counts_path_agreement(tmp_path):
     out = run([sys.executable, str(ROOT / "benchmarks" / "answer_opening.py"), str(judged)]).stdout
     assert out.splitlines()[-2:] == ["verdict of harmful prompts is 'Harmful.': 1 of 2",
                                      "verdict of benign+borderline prompts is not 'Harmful.': 2 of 3"]
+
+
+def test_probe_separates_a_constructed_separable_case_and_not_an_inseparable_one(tmp_path):
+    """benchmarks/probe.py on tiny-random: harmful prompts that share words the benign ones never
+    use are all separated on the held-out split; when every text comes once as harmful and once as
+    benign, no probe can get more than half of them right. Its verdict mode reads a model's verdict
+    without generating."""
+    from omegaconf import OmegaConf
+
+    from reasonalign.config import ModelConfig
+    from reasonalign.models import resolve_model_dir
+
+    node = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(ROOT / "conf/model/tiny-random.yaml"))
+    model_dir = resolve_model_dir(OmegaConf.to_object(node))
+    topics = ["the garden", "a poem", "my taxes", "the weather", "a recipe", "chess", "the moon", "a bicycle",
+              "history", "music", "a letter", "python code", "the ocean", "a birthday", "maths homework", "a trip"]
+
+    def write(name, variants):  # variants: (text prefix, label) for every topic
+        d = tmp_path / name
+        d.mkdir()
+        for split, idx in (("train", range(0, 12)), ("eval", range(12, 16))):
+            rows = [{"id": f"{split}{i}-{k}", "label": label, "text": prefix + f"Tell me about {topics[i]}."}
+                    for i in idx for k, (prefix, label) in enumerate(variants)]
+            (d / f"{split}_prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return d
+
+    def table(out):
+        return {tuple(line.split()[:2]): line.split() for line in out.splitlines() if line.startswith(("mean", "last"))}
+
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "probe.py"), "--model-config", "tiny-random", "--layers", "0,-1"]
+    separable = write("separable", [("bomb weapon attack now: ", "harmful"), ("", "benign")])
+    out = run([*cmd, str(separable), "--verdict-model", str(model_dir)]).stdout
+    rows = table(out)
+    assert set(rows) == {(p, layer) for p in ("mean", "last") for layer in ("0", "-1")}
+    assert rows[("mean", "0")][3:] == ["1.000", "4/4", "0/0", "4/4"]  # every held-out prompt right
+    assert out.splitlines()[-2].startswith("best by cv:")
+    verdict = out.splitlines()[-1]
+    assert verdict.startswith(f"verdict of {model_dir}: harmful called harmful ") and verdict.endswith("/4")
+    inseparable = write("inseparable", [("", "harmful"), ("", "benign")])
+    for row in table(run([*cmd, str(inseparable)]).stdout).values():
+        assert row[3] == "0.500", row  # each held-out text is both: one of its two rows is wrong

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from reasonalign.analysis.embedding import analysis_prompts, analyze, embed_prompts
+from reasonalign.analysis.embedding import analysis_prompts, analyze, embed_prompts, embed_prompts_layers
 from reasonalign.cli import build_method, conf_dir
 from reasonalign.components.cot import LONG_CHAIN, CoTFormat, ThoughtRequest, validate
 from reasonalign.components.judges import RefusalJudge
@@ -30,7 +30,7 @@ from reasonalign.components.srpo import (
     teacher_rejected,
 )
 from reasonalign.components.teachers.rules import RulesTeacher
-from reasonalign.config import register_configs
+from reasonalign.config import ConfigError, register_configs
 from reasonalign.methods.saro import SRPOConfig
 from reasonalign.pipeline import read_jsonl, run_pipeline
 
@@ -380,6 +380,19 @@ def test_embed_prompts_pooling_ignores_padding():
         embed_prompts(model, tok, texts, pooling="max")
 
 
+def test_embed_prompts_layers_matches_one_layer_at_a_time():
+    model, tok = tiny_model()
+    texts = ["short one", "a much longer prompt with many more tokens than the first one has", "third"]
+    many = embed_prompts_layers(model, tok, texts, [0, 1, -1], batch_size=2, poolings=("mean", "last"))
+    assert set(many) == {(p, layer) for p in ("mean", "last") for layer in (0, 1, -1)}
+    for (pooling, layer), arr in many.items():
+        np.testing.assert_allclose(arr, embed_prompts(model, tok, texts, batch_size=2, pooling=pooling,
+                                                      layer=layer), atol=1e-5)
+    assert not np.allclose(many[("mean", 0)], many[("mean", -1)])
+    with pytest.raises(ValueError, match="pooling"):
+        embed_prompts_layers(model, tok, texts, [0], poolings=("max",))
+
+
 # --------------------------------------------------------------------------------- the method
 def compose_cfg(overrides):
     register_configs()
@@ -482,6 +495,29 @@ def test_balance_pairs_repeats_the_smaller_label_group(tmp_path):
     before = m["pairs_by_label"]
     assert before["harmful"] == harmful == len(pairs) - harmful > sum(v for k, v in before.items() if k != "harmful")
     assert m["pairs"] == len(pairs)
+
+
+def test_verdict_pairs_swap_only_the_verdict_word_and_need_verdict_first(tmp_path):
+    with pytest.raises(ConfigError, match="verdict_first"):
+        build_method(compose_cfg(TINY + ["method.srpo.verdict_ratio=1.0"])).stages()
+    off = {s.name: s.config for s in build_method(compose_cfg(TINY + ["teacher.verdict_first=true"])).stages()}
+    assert "verdict_ratio" not in json.dumps(off["srpo_pairs"], default=str)  # off: fingerprints kept
+
+    over = TINY + [f"run_dir={tmp_path}", "teacher.verdict_first=true", "method.srpo.verdict_ratio=1.0",
+                   "method.srpo.outcome_ratio=0.0", "method.balance_pairs=false"]
+    stages = [s for s in build_method(compose_cfg(over)).stages()
+              if s.name in ("prompts", "base_responses", "saro_data", "srpo_pairs")]
+    m = run_pipeline(stages, tmp_path)["srpo_pairs"].metrics
+    pairs = read_jsonl(tmp_path / "stages/srpo_pairs/pairs.jsonl")
+    verdict = [p for p in pairs if p["kind"] == "verdict"]
+    chains = read_jsonl(tmp_path / "stages/saro_data/chains.jsonl")
+    assert m["pairs_by_kind"]["verdict"] == len(verdict) == len(chains) > 0
+    for p in verdict:
+        assert p["source"] == "verdict_swap" and p["chosen"].startswith("<think>\n")
+        said = "Harmful." if p["label"] == "harmful" else ("Benign." if p["label"] == "benign" else "Borderline.")
+        other = "Benign." if p["label"] == "harmful" else "Harmful."
+        assert p["chosen"].startswith("<think>\nUnderstanding the request: " + said)
+        assert p["rejected"] == p["chosen"].replace(said, other, 1)
 
 
 def test_saro_runs_end_to_end_through_the_cli(tmp_path):
