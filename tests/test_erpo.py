@@ -213,6 +213,48 @@ def test_consistency_pairs_share_the_thought_and_differ_in_the_answer():
     assert split_response(by["b2"]["rejected"][0]["content"], FMT)[1] == refusal_text("b2")
 
 
+def test_verdict_pairs_differ_only_in_the_verdict_word():
+    from reasonalign.components.teachers.rules import VERDICT
+    from reasonalign.config import TeacherConfig
+
+    teacher = RulesTeacher(TeacherConfig(verdict_first=True))
+
+    def verdict_thoughts(pid, variant):
+        return teacher.write([request(pid, variant)], RULES, FMT)[0]
+
+    mix = PairMix(0.0, 0.0, 0.0, 0.0, verdict=1.0)
+    sft, pairs, kinds = build_reasoning_pairs(refs(), verdict_thoughts, FMT, mix, random.Random(0),
+                                              verdicts=dict(VERDICT))
+    assert kinds == {"safety": 0, "usefulness": 0, "efficiency": 0, "consistency": 0, "verdict": 4}
+    by = {p["id"]: p for p in pairs}
+    for pid, said, other in (("h1", "Harmful.", "Benign."), ("b1", "Borderline.", "Harmful."),
+                             ("b2", "Benign.", "Harmful.")):
+        chosen, rejected = by[pid]["chosen"][0]["content"], by[pid]["rejected"][0]["content"]
+        assert chosen == next(r for r in sft if r["id"] == pid)["completion"][0]["content"]
+        assert "Initial assessment: " + said in chosen and "Initial assessment: " + other in rejected
+        assert rejected == chosen.replace(said, other, 1)  # nothing else differs, the answer included
+    # without verdicts in the thoughts there is nothing to swap: a clear error, not empty pairs
+    with pytest.raises(ValueError, match="verdict_first"):
+        build_reasoning_pairs(refs(), all_thoughts, FMT, mix, random.Random(0))
+    # off, the other kinds are drawn exactly as before (same random sequence)
+    on = build_reasoning_pairs(refs(), all_thoughts, FMT, PairMix(1.0, 1.0, 0.5, 0.5), random.Random(0))
+    assert on == build_reasoning_pairs(refs(), all_thoughts, FMT, PairMix(1.0, 1.0, 0.5, 0.5, verdict=0.0),
+                                       random.Random(0), verdicts=dict(VERDICT))
+
+
+def test_verdict_pair_mix_needs_verdict_first_and_stays_out_of_the_fingerprint_while_off(tmp_path):
+    def configs(*overrides):
+        return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}
+
+    base = configs()
+    assert configs("method.pair_mix.verdict=0.0") == base
+    assert "verdict" not in json.dumps(base["erpo_data"]["pair_mix"])
+    with pytest.raises(ConfigError, match="verdict_first"):
+        configs("method.pair_mix.verdict=1.0")
+    on = configs("method.pair_mix.verdict=1.0", "teacher.verdict_first=true")
+    assert on["erpo_data"]["pair_mix"]["verdict"] == 1.0
+
+
 def test_safety_pair_needs_a_compliant_base_answer():
     r = refs()
     r["h1"][0]["complied"] = False

@@ -81,7 +81,8 @@ def build_baseline_data(prompts: list[dict], answers: dict[str, str], complied: 
 
 
 # ------------------------------------------------------------------------------------------- ERPO
-def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=user) -> tuple[list, list, dict]:
+def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=user,
+                          verdicts: dict[str, str] | None = None) -> tuple[list, list, dict]:
     """ERPO stage-1 SFT records and stage-2 pairs of three kinds (and an optional fourth).
 
     ``refs``: ``{id: (row, rule, reference_answer)}`` with ``row`` a base-response row (``text``,
@@ -96,11 +97,21 @@ def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=us
     * consistency (ours; any, a harmful prompt only if the base model complied): the same correct
       thought on both sides; chosen = the answer its path calls for (y+); rejected = the other
       answer (a refusal after ``Path: answer``, the base model's compliant answer after ``Path:
-      refuse``). Drawn last, and only when ``mix.consistency`` > 0, so a mix without it selects the
-      other kinds exactly as before.
+      refuse``). Drawn after the three, and only when ``mix.consistency`` > 0, so a mix without it
+      selects the other kinds exactly as before.
+    * verdict (ours; any; needs ``verdicts``, label -> the word the thought opens with, from
+      ``teacher.verdict_first``): chosen = correct thought + y+; rejected = the same turn with the
+      verdict word swapped for the other side's ("Harmful." <-> "Benign."). Every other token is the
+      same, so the pair trains the token that classifies the request, undiluted by the rest of
+      the turn (a step-level pair at the thought's first token). Drawn last, only when
+      ``mix.verdict`` > 0.
     """
     sft, pairs = [], []
     kinds = {"safety": 0, "usefulness": 0, "efficiency": 0, "consistency": 0}
+    if getattr(mix, "verdict", 0) > 0:
+        if not verdicts:
+            raise ValueError("verdict pairs need thoughts that open with a verdict (teacher.verdict_first)")
+        kinds["verdict"] = 0
     for pid, (r, rule, ref) in refs.items():
         correct = thought(pid, "correct")
         if correct is None:
@@ -133,8 +144,23 @@ def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=us
             pairs.append({**meta, "kind": "consistency", "prompt": prompt, "chosen": assistant(good),
                           "rejected": assistant(fmt.compose(correct, other))})
             kinds["consistency"] += 1
+        if getattr(mix, "verdict", 0) > 0 and rng.random() < mix.verdict:
+            swapped = swap_verdict(correct, r["label"], verdicts)
+            if swapped is not None:
+                pairs.append({**meta, "kind": "verdict", "prompt": prompt, "chosen": assistant(good),
+                              "rejected": assistant(fmt.compose(swapped, ref))})
+                kinds["verdict"] += 1
     rng.shuffle(pairs)
     return sft, pairs, kinds
+
+
+def swap_verdict(text: str, label: str, verdicts: dict[str, str]) -> str | None:
+    """``text`` with its first verdict word for ``label`` (``verdicts[label]``, e.g. "Harmful.")
+    replaced by the other side's ("Benign." for a harmful label, "Harmful." otherwise); None when
+    the word is not in ``text``. The rejected side of a verdict pair (ERPO, SaRO)."""
+    said, other = verdicts[label], verdicts["benign" if label == "harmful" else "harmful"]
+    at = text.find(said)
+    return None if at < 0 else text[:at] + other + text[at + len(said):]
 
 
 def best_worst_pairs(samples: list[dict], prompts: dict[str, dict], min_gap: float,

@@ -19,6 +19,10 @@ the step's header staying with its first sentence). A *branch point* is a step n
   the wrong one (a refusal for a benign prompt, the base model's compliant answer for a harmful
   one). It teaches the answer to follow the decision the chain reached, which a small model's
   warmup alone does not (docs/methods/saro.md).
+* **verdict pair** (ours; chains that open with a verdict, ``teacher.verdict_first``): the whole
+  assistant turn, as an outcome pair; ``rejected`` = the correct turn with its verdict word swapped
+  for the other side's (:func:`~reasonalign.components.pairs.swap_verdict`), everything else the
+  same, so the pair trains the token that classifies the request.
 
 Pairs use TRL's *standard* (plain text) preference format: a conversational prompt cannot end in
 a partial assistant message. The prompt is the chat template's rendering with the generation
@@ -161,7 +165,7 @@ class Branch:
     label: str
     category: str
     text: str  # the user request
-    kind: str  # process | outcome | answer
+    kind: str  # process | outcome | answer | verdict
     step: str | None  # the branch step (process) or None (outcome, answer)
     prompt: str  # rendered user turn + the assistant-turn prefix (standard-format prompt)
     prefix: str  # the assistant-turn prefix alone ("" for outcome pairs)
@@ -192,7 +196,7 @@ def plan_branches(chains: list[dict], fmt: CoTFormat, style: str, render: Callab
     ``outcome_ratio``, ``answer_ratio`` (see ``SRPOConfig`` in ``reasonalign/methods/saro.py``).
     ``keep_newlines``: see :func:`cut` and :func:`newlines_end_prompt`. The process and outcome
     draws are made from ``rng`` for every chain, the answer draw from the chain's id, so changing
-    one ratio does not reshuffle another kind's selection.
+    one ratio does not reshuffle another kind's selection (the verdict draw, too, from the id).
     """
     out: list[Branch] = []
     counts = {"chains": len(chains), "no_branch_step": 0}
@@ -219,6 +223,8 @@ def plan_branches(chains: list[dict], fmt: CoTFormat, style: str, render: Callab
                                   unit=point[1]))
         if take_outcome:
             out.append(Branch(**meta, kind="outcome", step=None, prompt=rendered, prefix="", chosen=good))
+        if random.Random(f"{c['id']}|verdict").random() < getattr(settings, "verdict_ratio", 0.0):
+            out.append(Branch(**meta, kind="verdict", step=None, prompt=rendered, prefix="", chosen=good))
         if random.Random(f"{c['id']}|answer").random() < settings.answer_ratio:
             head, rest = cut(good, len(good) - len(c["answer"].strip()), keep_newlines)
             out.append(Branch(**meta, kind="answer", step=None, prompt=rendered + head, prefix=head, chosen=rest))

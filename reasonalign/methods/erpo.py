@@ -46,6 +46,9 @@ class PairMix:
     # (components/pairs.build_reasoning_pairs); the 135M default often wrote "Path: answer" and
     # then refused (docs/methods/erpo.md)
     consistency: float = 0.5
+    # ours, needs teacher.verdict_first: the correct turn against the same turn with the verdict
+    # word swapped (components/pairs.build_reasoning_pairs); off (0) it stays out of the fingerprint
+    verdict: float = 0.0
 
 
 @dataclass
@@ -116,6 +119,9 @@ class ERPOMethod(Method):
     def stages(self):
         s = self.common
         m: ERPOConfig = self.mcfg
+        if m.pair_mix.verdict > 0 and not _verdicts(self.config.teacher):
+            raise ConfigError("method erpo: pair_mix.verdict needs thoughts that open with a verdict: set "
+                              "teacher.verdict_first=true (rules teacher)")
         if not 0.0 <= m.lcpo.answer_credit < 1.0:
             raise ConfigError(f"method erpo: lcpo.answer_credit must be in [0, 1): below a correct sample's 1 "
                               f"(got {m.lcpo.answer_credit})")
@@ -170,7 +176,7 @@ class ERPOMethod(Method):
                 return row["thought"] if row and row["ok"] else None
 
             sft, pairs, kinds = build_reasoning_pairs(refs, thought, fmt, m.pair_mix, random.Random(m.seed),
-                                                      lambda t: chat_messages(cfg.model, t))
+                                                      lambda t: chat_messages(cfg.model, t), _verdicts(cfg.teacher))
             by_label = dict(Counter(r["label"] for r in sft))
             pairs_by_label = dict(Counter(p["label"] for p in pairs))
             if m.balance_labels:
@@ -187,7 +193,8 @@ class ERPOMethod(Method):
                     "benign_skipped_base_refused": skipped}
 
         return Stage(DATA, run, deps=[RESPONSES],
-                     config={"style": m.style, "pair_mix": asdict(m.pair_mix), "seed": m.seed, "rules": cfg.rules,
+                     config={"style": m.style, "pair_mix": without_off(asdict(m.pair_mix), {"verdict": 0.0}),
+                             "seed": m.seed, "rules": cfg.rules,
                              "balance_labels": m.balance_labels,
                              **without_off({"balance_pairs": m.balance_pairs}, {"balance_pairs": False}),
                              "cot": asdict(cfg.cot), "teacher": _teacher_fp(cfg.teacher),

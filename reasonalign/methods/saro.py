@@ -64,6 +64,9 @@ class SRPOConfig:
     # ours: share of chains that give an answer-level pair (the whole correct chain shared in the
     # prompt; the right answer against the wrong one), so the answer follows the chain's decision
     answer_ratio: float = 0.0
+    # ours, needs teacher.verdict_first: share of chains that give a verdict pair (the correct turn
+    # against the same turn with its verdict word swapped: components/srpo.py)
+    verdict_ratio: float = 0.0
     rejected_source: str = "teacher"  # teacher (negative/overcautious chains) | policy (sampled from the RW model)
     policy: PolicySampling = field(default_factory=PolicySampling)
 
@@ -151,7 +154,10 @@ class SaROMethod(Method):
         if m.srpo.rejected_source not in REJECTED_SOURCES:
             problems.append(f"srpo.rejected_source must be one of {', '.join(REJECTED_SOURCES)} "
                             f"(got {m.srpo.rejected_source!r})")
-        for k in ("process_ratio", "outcome_ratio", "answer_ratio"):
+        if m.srpo.verdict_ratio > 0 and not getattr(self.config.teacher, "verdict_first", False):
+            problems.append("srpo.verdict_ratio needs chains that open with a verdict: set teacher.verdict_first=true "
+                            "(rules teacher)")
+        for k in ("process_ratio", "outcome_ratio", "answer_ratio", "verdict_ratio"):
             if not 0.0 <= getattr(m.srpo, k) <= 1.0:
                 problems.append(f"srpo.{k} must be a share between 0 and 1 (got {getattr(m.srpo, k)})")
         unknown = [b for b in m.srpo.branch_steps if b not in steps]
@@ -238,7 +244,7 @@ class SaROMethod(Method):
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.cot import CoTFormat, ThoughtRequest, generate_thoughts
-            from reasonalign.components.pairs import balance_labels, refusal_text
+            from reasonalign.components.pairs import balance_labels, refusal_text, swap_verdict
             from reasonalign.components.rules import load_rules
             from reasonalign.components.srpo import (
                 make_pair,
@@ -248,6 +254,7 @@ class SaROMethod(Method):
                 teacher_rejected,
             )
             from reasonalign.components.teachers.base import make_teacher
+            from reasonalign.components.teachers.rules import VERDICT
             from reasonalign.models import chat_messages, load_tokenizer
 
             rules = load_rules(cfg.rules)
@@ -259,8 +266,8 @@ class SaROMethod(Method):
                                            random.Random(m.seed), keep_newlines=newlines_end_prompt(tok))
             rejected: dict[str, tuple[str, str]] = {}
             stats: dict = {"branches": len(branches), **plan}
-            if policy and branches:
-                rejected, stats["policy"] = self._policy_rejected(ctx, branches, fmt)
+            if policy and branches:  # a verdict pair's rejected side is its own chain, swapped: no sampling
+                rejected, stats["policy"] = self._policy_rejected(ctx, [b for b in branches if b.kind != "verdict"], fmt)
 
             # teacher: the wrong chain (negative for harmful, overcautious for benign) and its answer
             def wrong_answer(c):
@@ -268,7 +275,7 @@ class SaROMethod(Method):
                     return c["response"] if c["complied"] else None
                 return refusal_text(c["id"])
 
-            need = sorted({b.id for b in branches if b.key not in rejected and b.kind != "answer"})
+            need = sorted({b.id for b in branches if b.key not in rejected and b.kind not in ("answer", "verdict")})
             # an answer pair's rejected side is the wrong answer alone: no wrong chain needed
             wrong_answers = {b.id: ("", a) for b in branches
                              if b.kind == "answer" and (a := wrong_answer(chains[b.id])) is not None}
@@ -295,7 +302,12 @@ class SaROMethod(Method):
             pairs, dropped = [], Counter()
             for b in branches:
                 teacher_side = wrong_answers if b.kind == "answer" else wrong
-                if b.key in rejected:
+                if b.kind == "verdict":
+                    text, source = swap_verdict(b.chosen, b.label, VERDICT), "verdict_swap"
+                    if text is None:
+                        dropped["chain_has_no_verdict"] += 1
+                        continue
+                elif b.key in rejected:
                     text, source = rejected[b.key]
                 elif b.id in teacher_side:
                     text, source = teacher_rejected(b, *teacher_side[b.id], fmt, m.style, sp), "teacher"
@@ -318,6 +330,8 @@ class SaROMethod(Method):
                 pairs = balance_labels(pairs, random.Random(m.seed + 1))
             write_jsonl(ctx.out / "pairs.jsonl", pairs)
             by_kind = {k: sum(p["kind"] == k for p in pairs) for k in ("process", "outcome", "answer")}
+            if sp.verdict_ratio > 0:
+                by_kind["verdict"] = sum(p["kind"] == "verdict" for p in pairs)
             stats.update(pairs=len(pairs), pairs_by_kind=by_kind,
                          pairs_by_kind_label=dict(Counter(
                              f"{p['kind']}_{'harmful' if p['label'] == 'harmful' else 'benign'}" for p in pairs)),
@@ -331,7 +345,8 @@ class SaROMethod(Method):
             return stats
 
         deps = [DATA] + ([RW] if policy else [])
-        srpo = without_off({k: v for k, v in asdict(sp).items() if policy or k != "policy"}, {"answer_ratio": 0.0})
+        srpo = without_off({k: v for k, v in asdict(sp).items() if policy or k != "policy"},
+                           {"answer_ratio": 0.0, "verdict_ratio": 0.0})
         conf = {"srpo": srpo, **without_off({"balance_pairs": m.balance_pairs}, {"balance_pairs": False}),
                 "style": m.style, "seed": m.seed, "rules": cfg.rules, "cot": asdict(cfg.cot),
                 "teacher": _teacher_fp(cfg.teacher), "model": asdict(cfg.model),
