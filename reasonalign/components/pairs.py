@@ -83,7 +83,7 @@ def build_baseline_data(prompts: list[dict], answers: dict[str, str], complied: 
 # ------------------------------------------------------------------------------------------- ERPO
 def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=user,
                           verdicts: dict[str, str] | None = None) -> tuple[list, list, dict]:
-    """ERPO stage-1 SFT records and stage-2 pairs of three kinds (and an optional fourth).
+    """ERPO stage-1 SFT records and stage-2 pairs of three kinds (and two optional ones of ours).
 
     ``refs``: ``{id: (row, rule, reference_answer)}`` with ``row`` a base-response row (``text``,
     ``label``, ``complied``, ``response``); ``thought(id, variant)``: the validated teacher thought
