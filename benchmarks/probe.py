@@ -31,14 +31,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
-
-
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def fit_probe(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0):
@@ -55,20 +50,6 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0):
     lr = clf[-1]
     cv = float(np.max(np.mean(lr.scores_[1], axis=0)))
     return clf, cv
-
-
-def build_prompts(cfg) -> tuple[list[dict], list[dict]]:
-    """Train and held-out prompt dicts, as the ``prompts`` stage builds them from ``cfg``."""
-    from omegaconf import OmegaConf
-
-    from reasonalign.data.jailbreaks import augment_splits
-    from reasonalign.data.prompts import build_prompt_sets
-    from reasonalign.paths import cache_dir
-
-    data = OmegaConf.to_object(cfg).data
-    train, evals, _ = build_prompt_sets(data, cache_dir())
-    train, evals = augment_splits(train, evals, data.jailbreak, data.seed)
-    return [r.to_dict() for r in train], [r.to_dict() for r in evals]
 
 
 def verdict_predictions(model, tok, texts: list[str], batch_size: int = 8) -> np.ndarray:
@@ -116,16 +97,24 @@ def main() -> None:
                     help="assistant text before the verdict word")
     args = ap.parse_args()
 
+    from omegaconf import OmegaConf
+
     from reasonalign.analysis.__main__ import compose_config
     from reasonalign.analysis.embedding import embed_prompts_layers
+    from reasonalign.data.prompts import prompt_splits
     from reasonalign.models import chat_messages, load_model, load_tokenizer
+    from reasonalign.paths import cache_dir
+    from reasonalign.pipeline import read_jsonl
 
     cfg = compose_config([f"model={args.model_config}", *args.set])
     model_cfg = cfg.model
     if args.prompts_dir:
-        train, held = read(args.prompts_dir / "train_prompts.jsonl"), read(args.prompts_dir / "eval_prompts.jsonl")
-    else:
-        train, held = build_prompts(cfg)
+        train = read_jsonl(args.prompts_dir / "train_prompts.jsonl")
+        held = read_jsonl(args.prompts_dir / "eval_prompts.jsonl")
+    else:  # as the prompts stage builds them
+        app = OmegaConf.to_object(cfg)
+        train, held, _ = prompt_splits(app.data, cache_dir(app.cache_dir))
+        train, held = [r.to_dict() for r in train], [r.to_dict() for r in held]
     model, tok = load_model(model_cfg, args.model), load_tokenizer(model_cfg, args.model)
 
     def texts(rows):

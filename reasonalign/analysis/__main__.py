@@ -57,16 +57,14 @@ def run(overrides: list[str]) -> dict:
     from omegaconf import OmegaConf
 
     from reasonalign.analysis.embedding import analysis_prompts, analyze_model
-    from reasonalign.data.jailbreaks import augment_splits
-    from reasonalign.data.prompts import build_prompt_sets
+    from reasonalign.data.prompts import prompt_splits
     from reasonalign.paths import cache_dir
 
     cfg: AnalysisAppConfig = OmegaConf.to_object(compose_config(overrides))
     a = cfg.analysis
     out = Path(a.out_dir or f"runs/analysis-{_safe(cfg.model.name)}-{_safe(cfg.data.name)}")
     cache = cache_dir(cfg.cache_dir)
-    train, evals, _ = build_prompt_sets(cfg.data, cache)
-    _, evals = augment_splits(train, evals, cfg.data.jailbreak, cfg.data.seed)
+    _, evals, _ = prompt_splits(cfg.data, cache)
     prompts = analysis_prompts([r.to_dict() for r in evals], list(cfg.data.jailbreak.eval_families),
                                a.max_per_group, a.seed)
     path = cfg.model.name_or_path if cfg.model.kind != "hf" and cfg.model.name_or_path else None

@@ -88,12 +88,13 @@ def embed_prompts_layers(model, tokenizer, texts: Sequence[str], layers: Sequenc
                 states = model(**enc, output_hidden_states=True).hidden_states
             mask = enc["attention_mask"]
             last = mask.shape[1] - 1 - torch.argmax(mask.flip(1), dim=1)  # the last real token, either padding side
+            m = mask.float()
+            count = m.sum(1, keepdim=True).clamp(min=1)
             for layer in layers:
                 hidden = states[layer].float()
-                m = mask.to(hidden.dtype)
                 for pooling in poolings:
                     if pooling == "mean":
-                        vec = (hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+                        vec = (hidden * m.unsqueeze(-1)).sum(1) / count
                     else:
                         vec = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
                     out[(pooling, layer)].append(vec.cpu().numpy().astype(np.float32))

@@ -108,7 +108,8 @@ def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=us
     """
     sft, pairs = [], []
     kinds = {"safety": 0, "usefulness": 0, "efficiency": 0, "consistency": 0}
-    if getattr(mix, "verdict", 0) > 0:
+    verdict_on = getattr(mix, "verdict", 0) > 0
+    if verdict_on:
         if not verdicts:
             raise ValueError("verdict pairs need thoughts that open with a verdict (teacher.verdict_first)")
         kinds["verdict"] = 0
@@ -144,7 +145,7 @@ def build_reasoning_pairs(refs: dict, thought, fmt, mix, rng, prompt_messages=us
             pairs.append({**meta, "kind": "consistency", "prompt": prompt, "chosen": assistant(good),
                           "rejected": assistant(fmt.compose(correct, other))})
             kinds["consistency"] += 1
-        if getattr(mix, "verdict", 0) > 0 and rng.random() < mix.verdict:
+        if verdict_on and rng.random() < mix.verdict:
             swapped = swap_verdict(correct, r["label"], verdicts)
             if swapped is not None:
                 pairs.append({**meta, "kind": "verdict", "prompt": prompt, "chosen": assistant(good),

@@ -223,7 +223,7 @@ def plan_branches(chains: list[dict], fmt: CoTFormat, style: str, render: Callab
                                   unit=point[1]))
         if take_outcome:
             out.append(Branch(**meta, kind="outcome", step=None, prompt=rendered, prefix="", chosen=good))
-        if random.Random(f"{c['id']}|verdict").random() < getattr(settings, "verdict_ratio", 0.0):
+        if random.Random(f"{c['id']}|verdict").random() < settings.verdict_ratio:
             out.append(Branch(**meta, kind="verdict", step=None, prompt=rendered, prefix="", chosen=good))
         if random.Random(f"{c['id']}|answer").random() < settings.answer_ratio:
             head, rest = cut(good, len(good) - len(c["answer"].strip()), keep_newlines)

@@ -275,3 +275,15 @@ def build_prompt_sets(
         records.extend(recs)
     train, eval_, report = split_prompts(records, cfg.train, cfg.eval, cfg.seed, cfg.near_duplicate_threshold)
     return train, eval_, {"data": cfg.name, "sources": per_source, **report}
+
+
+def prompt_splits(
+    cfg: DataConfig, cache: str | os.PathLike | None = None
+) -> tuple[list[PromptRecord], list[PromptRecord], dict[str, Any]]:
+    """:func:`build_prompt_sets`, then the jailbreak-wrapped copies of ``cfg.jailbreak``: the train
+    and held-out prompts a run uses (the ``prompts`` stage, ``reasonalign.analysis``, benchmarks)."""
+    from reasonalign.data.jailbreaks import augment_splits
+
+    train, evals, report = build_prompt_sets(cfg, cache)
+    train, evals = augment_splits(train, evals, cfg.jailbreak, cfg.seed)
+    return train, evals, report

@@ -26,7 +26,7 @@ from reasonalign.analysis.embedding import POOLINGS, EmbeddingConfig
 from reasonalign.components.srpo import SPLITS
 from reasonalign.config import ConfigError, DPOOverrides, MethodConfig, SFTOverrides
 from reasonalign.methods.base import Method
-from reasonalign.methods.erpo import _teacher_fp
+from reasonalign.methods.erpo import _teacher_fp, _verdicts
 from reasonalign.methods.stages import PROMPTS, RESPONSES, model_dir_of
 from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
 
@@ -154,7 +154,7 @@ class SaROMethod(Method):
         if m.srpo.rejected_source not in REJECTED_SOURCES:
             problems.append(f"srpo.rejected_source must be one of {', '.join(REJECTED_SOURCES)} "
                             f"(got {m.srpo.rejected_source!r})")
-        if m.srpo.verdict_ratio > 0 and not getattr(self.config.teacher, "verdict_first", False):
+        if m.srpo.verdict_ratio > 0 and not _verdicts(self.config.teacher):
             problems.append("srpo.verdict_ratio needs chains that open with a verdict: set teacher.verdict_first=true "
                             "(rules teacher)")
         for k in ("process_ratio", "outcome_ratio", "answer_ratio", "verdict_ratio"):
@@ -254,11 +254,11 @@ class SaROMethod(Method):
                 teacher_rejected,
             )
             from reasonalign.components.teachers.base import make_teacher
-            from reasonalign.components.teachers.rules import VERDICT
             from reasonalign.models import chat_messages, load_tokenizer
 
             rules = load_rules(cfg.rules)
             fmt = CoTFormat(cfg.cot)
+            verdicts = _verdicts(cfg.teacher)
             chains = {c["id"]: c for c in read_jsonl(ctx.inputs[DATA] / "chains.jsonl")}
             tok = load_tokenizer(cfg.model, self.common.base_model_dir())
             branches, plan = plan_branches(list(chains.values()), fmt, m.style,
@@ -303,7 +303,7 @@ class SaROMethod(Method):
             for b in branches:
                 teacher_side = wrong_answers if b.kind == "answer" else wrong
                 if b.kind == "verdict":
-                    text, source = swap_verdict(b.chosen, b.label, VERDICT), "verdict_swap"
+                    text, source = swap_verdict(b.chosen, b.label, verdicts), "verdict_swap"
                     if text is None:
                         dropped["chain_has_no_verdict"] += 1
                         continue

@@ -49,11 +49,9 @@ class CommonStages:
         """Load every prompt source, dedup, split train/eval, run the leakage check."""
 
         def run(ctx: StageContext) -> dict:
-            from reasonalign.data.jailbreaks import augment_splits
-            from reasonalign.data.prompts import build_prompt_sets
+            from reasonalign.data.prompts import prompt_splits
 
-            train, evals, report = build_prompt_sets(self.cfg.data, self.cache)
-            train, evals = augment_splits(train, evals, self.cfg.data.jailbreak, self.cfg.data.seed)
+            train, evals, report = prompt_splits(self.cfg.data, self.cache)
             write_jsonl(ctx.out / "train_prompts.jsonl", (r.to_dict() for r in train))
             write_jsonl(ctx.out / "eval_prompts.jsonl", (r.to_dict() for r in evals))
             (ctx.out / "split_report.json").write_text(json.dumps(report, indent=2, default=str))
