@@ -36,22 +36,6 @@ from pathlib import Path
 import numpy as np
 
 
-def fit_probe(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0):
-    """A standardised logistic-regression probe with C chosen by 5-fold CV on the training set;
-    returns (fitted pipeline, cross-validated accuracy)."""
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    folds = int(min(5, np.bincount(y_train).min()))
-    clf = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-4, 1, 11), cv=folds,
-                                                               max_iter=5000, random_state=seed))
-    clf.fit(x_train, y_train)
-    lr = clf[-1]
-    cv = float(np.max(np.mean(lr.scores_[1], axis=0)))
-    return clf, cv
-
-
 def verdict_predictions(model, tok, texts: list[str], batch_size: int = 8) -> np.ndarray:
     """1 where the next token after each text is more likely to open " Harmful." than " Benign." or
     " Borderline." (the ``teacher.verdict_first`` words), else 0."""
@@ -101,6 +85,7 @@ def main() -> None:
 
     from reasonalign.analysis.__main__ import compose_config
     from reasonalign.analysis.embedding import embed_prompts_layers
+    from reasonalign.components.verdict_head import fit_probe
     from reasonalign.data.prompts import prompt_splits
     from reasonalign.models import chat_messages, load_model, load_tokenizer
     from reasonalign.paths import cache_dir

@@ -7,6 +7,9 @@ OpenAI-compatible chat endpoint on localhost (stdlib ``http.server``).
 * ``--model``: a model directory (e.g. ``runs/<run>/stages/dpo/model``), a ``conf/model/`` option
   name (``smollm2-135m``, ``tiny-random``) or a hub id. The ``model`` field of a request is echoed,
   not checked.
+* ``--verdict-head``: a ``verdict_head.json`` (e.g. ``runs/<run>/stages/lcpo_3_head``, from
+  ``method.verdict_head``): when the conversation ends in a user turn, the head's verdict opens
+  the assistant's thought, as in the run's evaluation (``--style``: the reasoning style).
 * Requests are served by a thread each; generation is serialised by a lock (one model, one at a
   time). Binds 127.0.0.1 by default (``--host`` to change).
 
@@ -49,12 +52,18 @@ def model_config(spec: str) -> ModelConfig:
 class ChatModel:
     """The loaded model and a lock; :meth:`chat` answers one request body."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, verdict_head: str | Path | None = None, style: str = "ex_ante"):
+        from reasonalign.components.cot import CoTFormat
+        from reasonalign.components.verdict_head import VerdictHead
         from reasonalign.models import load_model, load_tokenizer
 
         self.cfg = cfg
         self.tok, self.model = load_tokenizer(cfg), load_model(cfg)
         self.lock = threading.Lock()
+        self.head = VerdictHead.load(Path(verdict_head)) if verdict_head else None
+        self.style, self.fmt = style, CoTFormat()
+        if self.head is not None:
+            self.fmt.steps(style)  # an unknown style fails here, not at the first request
 
     def chat(self, body: dict) -> dict:
         from reasonalign.components.generation import GenerationStats, generate
@@ -69,9 +78,15 @@ class ChatModel:
                                                          or 256), batch_size=1, do_sample=temperature > 0,
                                       temperature=temperature or 1.0, top_p=float(body.get("top_p") or 1.0))
         stats = GenerationStats()
+        conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
         with self.lock:
-            text = generate(self.model, self.tok, [[{"role": m["role"], "content": m["content"]} for m in messages]],
-                            settings, desc="serve", stats=stats)[0]
+            prefixes = None
+            if self.head is not None and conversation[-1]["role"] == "user":
+                from reasonalign.components.verdict_head import verdict_prefixes
+
+                prefixes, _ = verdict_prefixes(self.model, self.tok, self.head, [conversation], self.fmt, self.style)
+            text = generate(self.model, self.tok, [conversation], settings, desc="serve", stats=stats,
+                            prefixes=prefixes)[0]
             n_prompt = len(self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model") or self.cfg.name,
@@ -144,9 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="model dir, conf/model option name, or hub id")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--verdict-head", default=None, help="a verdict_head.json (or its stage dir) to open thoughts with")
+    p.add_argument("--style", default="ex_ante", help="the reasoning style the verdict head opens (ex_ante | long_chain)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    httpd = make_server(ChatModel(model_config(args.model)), args.host, args.port)
+    httpd = make_server(ChatModel(model_config(args.model), args.verdict_head, args.style), args.host, args.port)
     print(f"serving {args.model} at http://{args.host}:{httpd.server_address[1]}/v1", flush=True)
     try:
         httpd.serve_forever()

@@ -12,6 +12,10 @@
 * A response is the decoded new tokens, special tokens skipped, surrounding whitespace stripped.
   Its ``n_tokens`` counts the new tokens before the stop token (so ``n_tokens ==
   max_new_tokens`` means the answer was cut off).
+* A prompt may come with a ``prefix``: the start of the assistant turn, appended to the rendered
+  prompt before generation (e.g. the verdict a verdict head chose, ``components/verdict_head.py``).
+  The response is then the prefix followed by the continuation; ``n_tokens`` counts the
+  continuation's tokens only.
 * Throughput goes to an optional :class:`GenerationStats` the caller passes in.
 """
 
@@ -47,10 +51,11 @@ class GenerationStats:
                 "wall_s": round(self.wall_s, 3), "tokens_per_s": round(self.tokens_per_s, 2)}
 
 
-def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of ``messages`` rendered for generation (chat template + generation prompt)."""
+def encode_chat(tokenizer, messages: list[dict], prefix: str = "") -> list[int]:
+    """Token ids of ``messages`` rendered for generation (chat template + generation prompt), then
+    ``prefix`` (the start of the assistant turn), tokenized together as one text."""
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text + prefix, add_special_tokens=False)["input_ids"])
 
 
 def _stop_ids(model, tokenizer) -> list[int]:
@@ -65,8 +70,10 @@ def _stop_ids(model, tokenizer) -> list[int]:
 
 
 def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSettings,
-             stats: GenerationStats | None) -> Iterator[tuple[list[int], list[str], list[int]]]:
-    """Yield ``(indices, responses, n_tokens)`` per batch, longest prompts first."""
+             stats: GenerationStats | None,
+             prefixes: list[str] | None = None) -> Iterator[tuple[list[int], list[str], list[int]]]:
+    """Yield ``(indices, responses, n_tokens)`` per batch, longest prompts first; a response
+    starts with its prompt's prefix (``prefixes[i]``) when there is one."""
     import torch
 
     if settings.batch_size < 1 or settings.max_new_tokens < 1:
@@ -95,10 +102,11 @@ def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSet
             with torch.inference_mode():
                 out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
             texts, counts, computed = [], [], 0
-            for row in out[:, width:].tolist():
+            for i, row in zip(idx, out[:, width:].tolist(), strict=True):
                 n = next((j for j, t in enumerate(row) if t in stops), len(row))
                 computed += min(n + 1, len(row))
-                texts.append(tokenizer.decode(row[:n], skip_special_tokens=True).strip())
+                prefix = prefixes[i] if prefixes else ""
+                texts.append((prefix + tokenizer.decode(row[:n], skip_special_tokens=True)).strip())
                 counts.append(n)
             if stats is not None:
                 stats.wall_s += time.perf_counter() - t0
@@ -116,12 +124,16 @@ def _progress(total: int, desc: str, initial: int = 0):
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], settings: GenerationSettings,
-             desc: str = "generating", stats: GenerationStats | None = None) -> list[str]:
-    """Responses to ``prompts`` (each a list of chat messages), in input order."""
-    encoded = [encode_chat(tokenizer, m) for m in prompts]
+             desc: str = "generating", stats: GenerationStats | None = None,
+             prefixes: list[str] | None = None) -> list[str]:
+    """Responses to ``prompts`` (each a list of chat messages), in input order; ``prefixes``: the
+    start of each assistant turn (see the module docstring)."""
+    if prefixes is not None and len(prefixes) != len(prompts):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(prompts)} prompts")
+    encoded = [encode_chat(tokenizer, m, prefixes[i] if prefixes else "") for i, m in enumerate(prompts)]
     responses: list[str] = [""] * len(prompts)
     with _progress(len(prompts), desc) as bar:
-        for idx, texts, _ in _batches(model, tokenizer, encoded, settings, stats):
+        for idx, texts, _ in _batches(model, tokenizer, encoded, settings, stats, prefixes):
             for i, text in zip(idx, texts, strict=True):
                 responses[i] = text
             bar.update(len(idx))
@@ -131,7 +143,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], settings: GenerationSe
 def generate_resumable(model, tokenizer, items: list[dict], settings: GenerationSettings, out_path: Path,
                        desc: str = "generating", stats: GenerationStats | None = None,
                        on_batch: Callable[[list[dict]], None] | None = None) -> list[dict]:
-    """Generate for ``items`` (``{"id", "messages"}``), appending ``{"id", "response", "n_tokens"}``
+    """Generate for ``items`` (``{"id", "messages"[, "prefix"]}``), appending ``{"id", "response", "n_tokens"}``
     rows to ``out_path`` batch by batch; ids already finished there are not generated again.
 
     Returns one row per item, in input order. A torn last line (an interrupted write) is dropped
@@ -152,9 +164,11 @@ def generate_resumable(model, tokenizer, items: list[dict], settings: Generation
         stats.n_resumed += len(done)
     if todo:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        encoded = [encode_chat(tokenizer, it["messages"]) for it in todo]
+        encoded = [encode_chat(tokenizer, it["messages"], it.get("prefix", "")) for it in todo]
+        prefixes = [it.get("prefix", "") for it in todo]
         with _progress(len(items), desc, initial=len(done)) as bar:
-            for idx, texts, counts in _batches(model, tokenizer, encoded, settings, stats):
+            for idx, texts, counts in _batches(model, tokenizer, encoded, settings, stats,
+                                               prefixes if any(prefixes) else None):
                 rows = [{"id": todo[i]["id"], "response": t, "n_tokens": n}
                         for i, t, n in zip(idx, texts, counts, strict=True)]
                 append_jsonl(out_path, rows)

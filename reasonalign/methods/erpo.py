@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from reasonalign.components.length import LengthSchedule
+from reasonalign.components.verdict_head import VerdictHeadConfig
 from reasonalign.config import ConfigError, DPOOverrides, MethodConfig
 from reasonalign.methods.base import Method
-from reasonalign.methods.stages import PROMPTS, RESPONSES, model_dir_of
+from reasonalign.methods.stages import PROMPTS, RESPONSES, head_stage_name, model_dir_of
 from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
 
 log = logging.getLogger("reasonalign.erpo")
@@ -109,6 +110,10 @@ class ERPOConfig(MethodConfig):
     evaluate_stage1: bool = True  # also evaluate the stage-1 (ex-ante SFT) model
     evaluate_stage2: bool = True  # also evaluate the stage-2 (DPO) model, to show what stage 3 changes
     lcpo: LCPOConfig = field(default_factory=LCPOConfig)
+    # ours, needs teacher.verdict_first: a linear head on each DPO-trained model's own prompt hidden
+    # states picks the verdict its thought opens with, in stage 3's sampling and in the evaluations
+    # of the stage-2 and final models (components/verdict_head.py)
+    verdict_head: VerdictHeadConfig = field(default_factory=VerdictHeadConfig)
 
 
 class ERPOMethod(Method):
@@ -122,21 +127,29 @@ class ERPOMethod(Method):
         if m.pair_mix.verdict > 0 and not _verdicts(self.config.teacher):
             raise ConfigError("method erpo: pair_mix.verdict needs thoughts that open with a verdict: set "
                               "teacher.verdict_first=true (rules teacher)")
+        if m.verdict_head.enabled and not _verdicts(self.config.teacher):
+            raise ConfigError("method erpo: verdict_head needs thoughts that open with a verdict: set "
+                              "teacher.verdict_first=true (rules teacher)")
         if not 0.0 <= m.lcpo.answer_credit < 1.0:
             raise ConfigError(f"method erpo: lcpo.answer_credit must be in [0, 1): below a correct sample's 1 "
                               f"(got {m.lcpo.answer_credit})")
         stages = [s.prompts(), s.base_responses(), self.data_stage(),
                   s.sft("sft", data=(DATA, "sft.jsonl")),
                   s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft", trainer=m.dpo.apply(self.config.trainer))]
+        head = m.verdict_head.enabled
+        if head:
+            stages.append(s.verdict_head("dpo", m.verdict_head))
         prev = "dpo"
         for t in range(1, m.lcpo.iterations + 1):
             stages += self.lcpo_stages(t, prev)
             prev = f"lcpo_{t}"
-        evals = s.evaluation(final=prev)
+            if head:
+                stages.append(s.verdict_head(prev, m.verdict_head))
+        evals = s.evaluation(final=prev, head_style=m.style if head else None)
         if m.evaluate_stage1:
             evals.insert(-1, s.eval_stage("eval_sft", "sft"))
         if m.evaluate_stage2 and prev != "dpo":
-            evals.insert(-1, s.eval_stage("eval_dpo", "dpo"))
+            evals.insert(-1, s.eval_stage("eval_dpo", "dpo", head=(head_stage_name("dpo"), m.style) if head else None))
         return stages + evals
 
     @property
@@ -235,6 +248,17 @@ class ERPOMethod(Method):
             model, tok = load_model(cfg.model, policy), load_tokenizer(cfg.model, policy)
             items = [{"id": f"{p['id']}#s{k}", "messages": chat_messages(cfg.model, p["text"])}
                      for p in prompts for k in range(lc.samples_per_prompt)]
+            head_calls = None
+            if m.verdict_head.enabled:  # every sample of a prompt opens with the verdict its head calls for
+                from reasonalign.components.verdict_head import VerdictHead, verdict_prefixes
+
+                head = VerdictHead.load(ctx.inputs[head_stage_name(init)])
+                prefixes, calls = verdict_prefixes(model, tok, head, [chat_messages(cfg.model, p["text"]) for p in prompts],
+                                                   fmt, m.style, m.verdict_head.batch_size)
+                head_calls = dict(zip([p["id"] for p in prompts], calls.tolist(), strict=True))
+                by_prompt = dict(zip([p["id"] for p in prompts], prefixes, strict=True))
+                for it in items:
+                    it["prefix"] = by_prompt[it["id"].rsplit("#s", 1)[0]]
             torch.manual_seed(m.seed * 1000 + t)
             settings = GenerationSettings(max_new_tokens=lc.max_new_tokens, batch_size=lc.batch_size, do_sample=True,
                                           temperature=lc.temperature, top_p=lc.top_p)
@@ -263,6 +287,9 @@ class ERPOMethod(Method):
                                      length_pairs=lc.length_pairs, fallback=fallback)
             write_jsonl(ctx.out / "pairs.jsonl", pairs)
             stats = _sample_stats(samples)
+            if head_calls is not None:
+                stats["head_right"] = sum(bool(c) == (by_id[i]["label"] == "harmful") for i, c in head_calls.items())
+                stats["head_prompts"] = len(head_calls)
             stats.update(iteration=t, lambda_t=lam, pairs=len(pairs),
                          pairs_by_kind={k: sum(p["kind"] == k for p in pairs)
                                         for k in ("length", "decision", "reference")},
@@ -273,10 +300,13 @@ class ERPOMethod(Method):
 
         sampling = without_off({k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps")},
                                {"reference_fallback": False, "balance_labels": False, "answer_credit": 0.0})
-        return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else []),
+        head = m.verdict_head.enabled
+        return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else [])
+                     + ([head_stage_name(init)] if head else []),
                      config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
                              "rules": cfg.rules, "style": m.style,
-                             **({"verdicts": _verdicts(cfg.teacher)} if _verdicts(cfg.teacher) else {})})
+                             **({"verdicts": _verdicts(cfg.teacher)} if _verdicts(cfg.teacher) else {}),
+                             **({"verdict_head": True} if head else {})})
 
     def lcpo_train_stage(self, t: int, init: str) -> Stage:
         cfg, lc = self.config, self.mcfg.lcpo

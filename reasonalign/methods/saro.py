@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
 from reasonalign.analysis.embedding import POOLINGS, EmbeddingConfig
 from reasonalign.components.srpo import SPLITS
+from reasonalign.components.verdict_head import VerdictHeadConfig
 from reasonalign.config import ConfigError, DPOOverrides, MethodConfig, SFTOverrides
 from reasonalign.methods.base import Method
 from reasonalign.methods.erpo import _teacher_fp, _verdicts
@@ -101,6 +102,10 @@ class SaROConfig(MethodConfig):
     evaluate_rw: bool = True  # also evaluate the RW model (eval_rw)
     analysis: bool = True  # embedding-space analysis of the base and final models
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    # ours, needs teacher.verdict_first: a linear head on the SRPO model's own prompt hidden states
+    # picks the verdict its chain opens with in eval_final (components/verdict_head.py; ERPO's
+    # method.verdict_head)
+    verdict_head: VerdictHeadConfig = field(default_factory=VerdictHeadConfig)
 
 
 class SaROMethod(Method):
@@ -115,7 +120,9 @@ class SaROMethod(Method):
         stages = [s.prompts(), s.base_responses(), self.data_stage(),
                   s.sft(RW, data=(DATA, "rw.jsonl"), trainer=m.sft.apply(trainer)),
                   self.pairs_stage(), s.dpo(FINAL, data=(PAIRS, "pairs.jsonl"), init=RW, trainer=m.dpo.apply(trainer))]
-        evals = s.evaluation(final=FINAL, eval_cfg=ev)
+        if m.verdict_head.enabled:
+            stages.append(s.verdict_head(FINAL, m.verdict_head))
+        evals = s.evaluation(final=FINAL, eval_cfg=ev, head_style=m.style if m.verdict_head.enabled else None)
         if m.evaluate_rw:
             evals.insert(-1, s.eval_stage("eval_rw", RW, ev))
         stages += evals
@@ -156,6 +163,9 @@ class SaROMethod(Method):
                             f"(got {m.srpo.rejected_source!r})")
         if m.srpo.verdict_ratio > 0 and not _verdicts(self.config.teacher):
             problems.append("srpo.verdict_ratio needs chains that open with a verdict: set teacher.verdict_first=true "
+                            "(rules teacher)")
+        if m.verdict_head.enabled and not _verdicts(self.config.teacher):
+            problems.append("verdict_head needs chains that open with a verdict: set teacher.verdict_first=true "
                             "(rules teacher)")
         for k in ("process_ratio", "outcome_ratio", "answer_ratio", "verdict_ratio"):
             if not 0.0 <= getattr(m.srpo, k) <= 1.0:

@@ -27,6 +27,11 @@ def model_dir_of(stage_path: Path) -> str:
     return str(Path(stage_path) / "model")
 
 
+def head_stage_name(model_stage: str) -> str:
+    """The stage that fits ``model_stage``'s verdict head (``CommonStages.verdict_head``)."""
+    return f"{model_stage}_head"
+
+
 class CommonStages:
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -138,11 +143,32 @@ class CommonStages:
                              "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save},
                      distributed=True)
 
+    def verdict_head(self, model_stage: str, head_cfg) -> Stage:
+        """``<model_stage>_head``: a verdict head (``components/verdict_head.py``) fitted on the
+        training prompts with ``model_stage``'s model; writes ``verdict_head.json``."""
+
+        def run(ctx: StageContext) -> dict:
+            from dataclasses import asdict as as_dict
+
+            from reasonalign.components.verdict_head import HEAD_FILE, fit_head
+            from reasonalign.models import load_model, load_tokenizer
+
+            path = model_dir_of(ctx.inputs[model_stage])
+            model, tok = load_model(self.cfg.model, path), load_tokenizer(self.cfg.model, path)
+            head = fit_head(model, tok, self.cfg.model, read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl"),
+                            head_cfg)
+            head.save(ctx.out / HEAD_FILE)
+            return {k: v for k, v in as_dict(head).items() if k not in ("mean", "scale", "coef")}
+
+        return Stage(head_stage_name(model_stage), run, deps=[PROMPTS, model_stage],
+                     config={"model": self._model_fp(), "verdict_head": head_cfg.fingerprint()})
+
     # -- evaluation ------------------------------------------------------------------------------
-    def eval_stage(self, name: str, model_stage: str | None, eval_cfg=None) -> Stage:
+    def eval_stage(self, name: str, model_stage: str | None, eval_cfg=None, head: tuple[str, str] | None = None) -> Stage:
         """Generate on the held-out prompts with ``model_stage``'s model (None: the base) and judge;
         with ``eval.benchmarks`` (eval=suite) also run the benchmark suite (leakage-checked against
-        this run's training prompts). ``eval_cfg``: a method's own EvalConfig (default ``cfg.eval``)."""
+        this run's training prompts). ``eval_cfg``: a method's own EvalConfig (default ``cfg.eval``).
+        ``head``: ``(verdict head stage, reasoning style)``: its verdict opens every thought."""
         ev = eval_cfg or self.cfg.eval
 
         def run(ctx: StageContext) -> dict:
@@ -150,7 +176,9 @@ class CommonStages:
 
             path = self._init_dir(ctx, model_stage)
             metrics = evaluate_model(path, ctx.inputs[PROMPTS] / "eval_prompts.jsonl", ctx.out,
-                                     self.cfg.model, ev, self.cfg.cot)
+                                     self.cfg.model, ev, self.cfg.cot,
+                                     verdict_head=ctx.inputs[head[0]] if head else None,
+                                     style=head[1] if head else "ex_ante")
             if ev.benchmarks or ev.prompt_files:  # the benchmark suite too
                 from reasonalign.eval.suite import evaluate_suite, load_train_texts
 
@@ -160,16 +188,19 @@ class CommonStages:
                 (ctx.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
             return metrics
 
-        return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []),
-                     config={"model": self._model_fp(), "eval": asdict(ev), "cot": asdict(self.cfg.cot)})
+        return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []) + ([head[0]] if head else []),
+                     config={"model": self._model_fp(), "eval": asdict(ev), "cot": asdict(self.cfg.cot),
+                             **({"verdict_head": {"style": head[1]}} if head else {})})
 
-    def evaluation(self, final: str | None, eval_cfg=None) -> list[Stage]:
-        """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model."""
+    def evaluation(self, final: str | None, eval_cfg=None, head_style: str | None = None) -> list[Stage]:
+        """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model (with
+        ``final``'s verdict head when ``head_style`` is given)."""
         out = []
         if self.cfg.eval.evaluate_base or final is None:
             out.append(self.eval_stage("eval_base", None, eval_cfg))
         if final is not None:
-            out.append(self.eval_stage("eval_final", final, eval_cfg))
+            head = (head_stage_name(final), head_style) if head_style else None
+            out.append(self.eval_stage("eval_final", final, eval_cfg, head))
         return out
 
 

@@ -1,0 +1,218 @@
+"""The verdict head (reasonalign/components/verdict_head.py), generation from a prefix, and ERPO's
+``method.verdict_head`` wiring, on the tiny random model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from reasonalign.components.cot import CoTFormat
+from reasonalign.components.generation import encode_chat, generate, generate_resumable
+from reasonalign.components.verdict_head import (
+    HEAD_FILE,
+    VerdictHead,
+    VerdictHeadConfig,
+    fit_head,
+    predict_harmful,
+    verdict_prefixes,
+)
+from reasonalign.config import ConfigError, GenerationSettings, ModelConfig
+from reasonalign.models import chat_messages, load_model, load_tokenizer
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+FILLER = ["river", "table", "garden", "window", "letter", "music", "cloud", "bridge", "apple", "summer",
+          "pencil", "forest", "coffee", "engine", "mirror", "candle"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(CONF / "tiny-random.yaml")))
+    return cfg, load_model(cfg), load_tokenizer(cfg)
+
+
+def rows(marker: str, label: str, words: list[str]) -> list[dict]:
+    """Prompts that share a marker word (repeated, so the mean over the prompt carries it)."""
+    return [{"text": f"{(marker + ' ') * 6}{w} {words[(i + 3) % len(words)]}", "label": label}
+            for i, w in enumerate(words)]
+
+
+def test_head_reads_a_constructed_separable_case_and_round_trips(tiny, tmp_path):
+    cfg, model, tok = tiny
+    train = rows("explosive", "harmful", FILLER[:12]) + rows("birthday", "benign", FILLER[:12])
+    held = rows("explosive", "harmful", FILLER[12:]) + rows("birthday", "borderline", FILLER[12:])
+    head = fit_head(model, tok, cfg, train, VerdictHeadConfig(enabled=True, layers=[1, 2]))
+    assert head.layer in (1, 2) and set(head.cv_by_layer) == {"1", "2"} and head.n_train == 24
+    assert head.cv_accuracy == max(head.cv_by_layer.values()) > 0.9
+    pred = predict_harmful(model, tok, head, [chat_messages(cfg, r["text"]) for r in held])
+    assert pred.tolist() == [1] * 4 + [0] * 4
+    path = head.save(tmp_path)
+    assert path == tmp_path / HEAD_FILE
+    again = VerdictHead.load(tmp_path)
+    x = np.random.default_rng(0).normal(size=(3, len(head.coef)))
+    assert np.allclose(again.decision(x), head.decision(x))
+    with pytest.raises(ValueError, match="expected \\[n, "):
+        head.decision(x[:, :-1])
+
+
+def test_head_refuses_a_single_class_and_names_a_bad_file(tiny, tmp_path):
+    cfg, model, tok = tiny
+    with pytest.raises(ValueError, match="at least 2 training prompts of each class"):
+        fit_head(model, tok, cfg, rows("explosive", "harmful", FILLER[:6]), VerdictHeadConfig(layers=[1]))
+    with pytest.raises(ValueError, match="none of the layers"):
+        fit_head(model, tok, cfg, rows("a", "harmful", FILLER[:4]), VerdictHeadConfig(layers=[99]))
+    bad = tmp_path / HEAD_FILE
+    bad.write_text(json.dumps({"layer": 1}))
+    with pytest.raises(ValueError, match=str(bad)):
+        VerdictHead.load(bad)
+
+
+def test_verdict_prefixes_open_the_thought_with_the_heads_call(tiny):
+    cfg, model, tok = tiny
+    train = rows("explosive", "harmful", FILLER[:12]) + rows("birthday", "benign", FILLER[:12])
+    head = fit_head(model, tok, cfg, train, VerdictHeadConfig(layers=[2]))
+    texts = [chat_messages(cfg, r["text"]) for r in rows("explosive", "harmful", FILLER[12:]) + rows("birthday", "benign", FILLER[12:])]
+    prefixes, calls = verdict_prefixes(model, tok, head, texts, CoTFormat(), "ex_ante")
+    assert calls.tolist() == [1] * 4 + [0] * 4
+    assert all(p == "<think>\nInitial assessment: Harmful." for p in prefixes[:4])
+    assert all(p in ("<think>\nInitial assessment: Benign.", "<think>\nInitial assessment: Borderline.")
+               for p in prefixes[4:])
+    long_chain, _ = verdict_prefixes(model, tok, head, texts[:1], CoTFormat(), "long_chain")
+    assert long_chain[0].startswith("<think>\n") and long_chain[0].endswith(": Harmful.")
+
+
+def test_generation_continues_from_a_prefix(tiny, tmp_path):
+    cfg, model, tok = tiny
+    prefix = "<think>\nInitial assessment: Harmful."
+    settings = GenerationSettings(max_new_tokens=8, batch_size=2)
+    items = [{"id": "a", "messages": chat_messages(cfg, "hi"), "prefix": prefix},
+             {"id": "b", "messages": chat_messages(cfg, "Tell me a joke about penguins.")}]
+    out = generate_resumable(model, tok, items, settings, tmp_path / "gen.jsonl")
+    assert out[0]["response"].startswith(prefix) and 0 < out[0]["n_tokens"] <= 8
+    # the continuation is greedy decoding from the rendered prompt and the prefix, tokenized together
+    ids = torch.tensor([encode_chat(tok, items[0]["messages"], prefix)])
+    with torch.inference_mode():
+        new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                             pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
+    stops = {tok.eos_token_id}
+    n = next((j for j, t in enumerate(new) if t in stops), len(new))
+    assert out[0]["response"] == (prefix + tok.decode(new[:n], skip_special_tokens=True)).strip()
+    # an item without a prefix is generated as before
+    plain = generate(model, tok, [items[1]["messages"]], settings)
+    assert out[1]["response"] == plain[0]
+    assert generate(model, tok, [items[0]["messages"]], settings, prefixes=[prefix]) == [out[0]["response"]]
+    with pytest.raises(ValueError, match="2 prefixes for 1 prompts"):
+        generate(model, tok, [items[0]["messages"]], settings, prefixes=[prefix, prefix])
+
+
+# --------------------------------------------------------------------------------- ERPO wiring
+def erpo(tmp_path, *extra):
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.cli import build_method, conf_dir
+    from reasonalign.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "method=erpo", "model=tiny-random", "data=tiny", "trainer=tiny", "eval=tiny",
+            "responses.max_new_tokens=12", f"run_dir={tmp_path}", "method.lcpo.samples_per_prompt=2",
+            "method.lcpo.prompts_per_iteration=4", "method.lcpo.max_new_tokens=12", "method.lcpo.max_steps=2",
+            "method.verdict_head.layers=[1,2]", *extra])
+    return build_method(cfg)
+
+
+def test_erpo_verdict_head_needs_verdict_first_and_stays_out_of_the_stages_while_off(tmp_path):
+    with pytest.raises(ConfigError, match="verdict_head needs thoughts that open with a verdict"):
+        erpo(tmp_path, "method.verdict_head.enabled=true").stages()
+    off = {s.name: s for s in erpo(tmp_path, "teacher.verdict_first=true").stages()}
+    on = {s.name: s for s in erpo(tmp_path, "teacher.verdict_first=true", "method.verdict_head.enabled=true").stages()}
+    assert set(on) - set(off) == {"dpo_head", "lcpo_1_head", "lcpo_2_head", "lcpo_3_head"}
+    for name, stage in off.items():  # while off, no stage's config or inputs mention a head
+        assert "verdict_head" not in json.dumps(stage.config, default=str) and not any(
+            d.endswith("_head") for d in stage.deps)
+        if name in ("prompts", "base_responses", "erpo_data", "sft", "dpo", "eval_base", "eval_sft"):
+            assert on[name].config == stage.config and on[name].deps == stage.deps
+    assert "dpo_head" in on["lcpo_1_pairs"].deps and "lcpo_2_head" in on["lcpo_3_pairs"].deps
+    assert "lcpo_3_head" in on["eval_final"].deps and "dpo_head" in on["eval_dpo"].deps
+
+
+def test_erpo_with_a_verdict_head_samples_and_evaluates_from_the_heads_verdict(tmp_path):
+    from reasonalign.pipeline import read_jsonl, run_pipeline
+
+    method = erpo(tmp_path, "teacher.verdict_first=true", "method.verdict_head.enabled=true",
+                  "method.lcpo.iterations=1", "method.evaluate_stage1=false", "eval.evaluate_base=false")
+    res = run_pipeline(method.stages(), tmp_path)
+    head = res["dpo_head"].metrics
+    assert head["layer"] in (1, 2) and head["n_train"] > 0
+    assert (res["lcpo_1_head"].path / HEAD_FILE).exists()
+    samples = read_jsonl(res["lcpo_1_pairs"].path / "samples.jsonl")
+    assert samples and all(s["response"].startswith("<think>\nInitial assessment: ") for s in samples)
+    verdicts: dict[str, set] = {}
+    for s in samples:  # every sample of a prompt opens with the one verdict its head called
+        verdicts.setdefault(s["prompt_id"], set()).add(s["response"].split("\n")[1].split(": ")[1].split(".")[0])
+    assert all(len(v) == 1 for v in verdicts.values())
+    assert set().union(*verdicts.values()) <= {"Harmful", "Benign", "Borderline"}
+    m = res["lcpo_1_pairs"].metrics
+    assert m["head_prompts"] == len(verdicts) and 0 <= m["head_right"] <= m["head_prompts"]
+    judged = read_jsonl(res["eval_final"].path / "judged.jsonl")
+    for r in judged:
+        word = "Harmful." if r["head_harmful"] else ("Benign.", "Borderline.")
+        assert r["response"].startswith("<think>\nInitial assessment: ") and r["response"].split("\n")[1].split(
+            ": ", 1)[1].startswith(word)
+    called = sum(r["head_harmful"] for r in judged if r["label"] == "harmful")
+    n = sum(r["label"] == "harmful" for r in judged)
+    assert res["eval_final"].metrics["verdict_head"]["harmful_called_harmful"] == f"{called}/{n}"
+
+
+def test_serve_opens_the_thought_with_the_heads_verdict(tiny, tmp_path):
+    from reasonalign.serve import ChatModel
+
+    cfg, model, tok = tiny
+    train = rows("explosive", "harmful", FILLER[:12]) + rows("birthday", "benign", FILLER[:12])
+    fit_head(model, tok, cfg, train, VerdictHeadConfig(layers=[2])).save(tmp_path)
+    served = ChatModel(cfg, verdict_head=tmp_path)
+    text = (("explosive " * 6) + "river table").strip()
+    out = served.chat({"messages": [{"role": "user", "content": text}], "max_tokens": 6})
+    assert out["choices"][0]["message"]["content"].startswith("<think>\nInitial assessment: Harmful.")
+    assert out["usage"]["completion_tokens"] <= 6
+    # a conversation that does not end in the user's turn gets no verdict
+    later = served.chat({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "No."}],
+                         "max_tokens": 6})
+    assert not later["choices"][0]["message"]["content"].startswith("<think>\nInitial assessment:")
+
+
+def test_saro_verdict_head_fits_on_the_srpo_model_and_opens_eval_finals_chains(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.cli import build_method, conf_dir
+    from reasonalign.config import register_configs
+    from reasonalign.pipeline import read_jsonl, run_pipeline
+
+    def saro(*extra):
+        register_configs()
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            cfg = compose("config", overrides=["method=saro", "model=tiny-random", "data=tiny", "trainer=tiny",
+                                               "eval=tiny", "responses.max_new_tokens=12", "method.rw_samples=2",
+                                               f"run_dir={tmp_path}", "method.verdict_head.layers=[1,2]", *extra])
+        return build_method(cfg)
+
+    with pytest.raises(ConfigError, match="verdict_head needs chains that open with a verdict"):
+        saro("method.verdict_head.enabled=true").stages()
+    off = {s.name: s for s in saro("teacher.verdict_first=true").stages()}
+    method = saro("teacher.verdict_first=true", "method.verdict_head.enabled=true", "method.evaluate_rw=false",
+                  "method.analysis=false", "eval.evaluate_base=false")
+    on = {s.name: s for s in method.stages()}
+    assert "srpo_head" in on and "srpo_head" not in off and "srpo_head" in on["eval_final"].deps
+    assert not any(d.endswith("_head") for d in off["eval_final"].deps)
+    res = run_pipeline(list(on.values()), tmp_path)
+    assert (res["srpo_head"].path / HEAD_FILE).exists()
+    judged = read_jsonl(res["eval_final"].path / "judged.jsonl")
+    for r in judged:  # SaRO's long chain opens with "Understanding the request:"
+        word = "Harmful." if r["head_harmful"] else ("Benign.", "Borderline.")
+        assert r["response"].startswith("<think>\nUnderstanding the request: ")
+        assert r["response"].split("\n")[1].split(": ", 1)[1].startswith(word)
