@@ -91,10 +91,7 @@ class VerdictHead:
         if path.is_dir():
             path = path / HEAD_FILE
         try:
-            data = json.loads(path.read_text())
-            return cls(**data)
-        except FileNotFoundError:
-            raise
+            return cls(**json.loads(path.read_text()))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{path}: not a verdict head file ({e})") from e
 
