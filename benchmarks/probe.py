@@ -42,21 +42,14 @@ def verdict_predictions(model, tok, texts: list[str], batch_size: int = 8) -> np
     import torch
 
     from reasonalign.components.teachers.rules import VERDICT
+    from reasonalign.components.verdict_head import next_token_logits
 
     first = {lab: tok(" " + word, add_special_tokens=False).input_ids[0] for lab, word in VERDICT.items()}
     if len(set(first.values())) < len(first):
         raise ValueError(f"the verdict words share a first token in this tokenizer: {first}")
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-            last = logits[:, -1, :] if tok.padding_side == "left" else logits[
-                torch.arange(len(logits)), enc["attention_mask"].sum(1) - 1]
-            harm = last[:, first["harmful"]]
-            other = torch.maximum(last[:, first["benign"]], last[:, first["borderline"]])
-            out += (harm > other).long().tolist()
-    return np.array(out)
+    last = next_token_logits(model, tok, texts, batch_size)
+    other = torch.maximum(last[:, first["benign"]], last[:, first["borderline"]])
+    return (last[:, first["harmful"]] > other).long().numpy()
 
 
 def recall(pred: np.ndarray, y: np.ndarray, cls: int) -> tuple[int, int]:
@@ -85,7 +78,7 @@ def main() -> None:
 
     from reasonalign.analysis.__main__ import compose_config
     from reasonalign.analysis.embedding import embed_prompts_layers
-    from reasonalign.components.verdict_head import fit_probe
+    from reasonalign.components.verdict_head import fit_probe, rendered
     from reasonalign.data.prompts import prompt_splits
     from reasonalign.models import chat_messages, load_model, load_tokenizer
     from reasonalign.paths import cache_dir
@@ -103,8 +96,7 @@ def main() -> None:
     model, tok = load_model(model_cfg, args.model), load_tokenizer(model_cfg, args.model)
 
     def texts(rows):
-        return [tok.apply_chat_template(chat_messages(model_cfg, r["text"]), add_generation_prompt=True,
-                                        tokenize=False) for r in rows]
+        return rendered(tok, [chat_messages(model_cfg, r["text"]) for r in rows])
 
     y_tr = np.array([int(r["label"] == "harmful") for r in train])
     y_ev = np.array([int(r["label"] == "harmful") for r in held])

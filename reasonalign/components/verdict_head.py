@@ -164,6 +164,29 @@ def predict_harmful(model, tok, head: VerdictHead, conversations: Sequence[list[
     return head.predict(emb[(head.pooling, head.layer)])
 
 
+def next_token_logits(model, tok, texts: Sequence[str], batch_size: int = 8):
+    """``[len(texts), vocab]`` logits of the token after each text (its last real position, either
+    padding side), in eval mode without gradients."""
+    import torch
+
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                enc = tok(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
+                          add_special_tokens=False)
+                enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+                logits = model(**enc).logits
+                mask = enc["attention_mask"]
+                last = mask.shape[1] - 1 - torch.argmax(mask.flip(1), dim=1)
+                out.append(logits[torch.arange(len(last), device=logits.device), last].float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def verdict_opening(fmt, style: str) -> str:
     """The assistant text before the verdict word: the thought's open tag and first step name."""
     return f"{fmt.open_tag}\n{fmt.steps(style)[0]}:"
@@ -172,8 +195,6 @@ def verdict_opening(fmt, style: str) -> str:
 def verdict_prefixes(model, tok, head: VerdictHead, conversations: Sequence[list[dict]], fmt, style: str,
                      batch_size: int = 8) -> tuple[list[str], np.ndarray]:
     """``(prefix per conversation, head's harmful call per conversation)``; see the module docstring."""
-    import torch
-
     from reasonalign.components.teachers.rules import VERDICT
 
     harmful = predict_harmful(model, tok, head, conversations, batch_size)
@@ -181,27 +202,12 @@ def verdict_prefixes(model, tok, head: VerdictHead, conversations: Sequence[list
     words = {lab: VERDICT[lab] for lab in ("benign", "borderline")}
     first = {lab: tok(" " + w, add_special_tokens=False).input_ids[0] for lab, w in words.items()}
     other = [i for i, h in enumerate(harmful) if not h]
-    pick = {}
-    if len(set(first.values())) < len(first):  # one shared first token: no choice to read
-        pick = {i: "benign" for i in other}
-    else:
-        texts = rendered(tok, [conversations[i] for i in other])
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(other), batch_size):
-                    batch = [t + opening for t in texts[start:start + batch_size]]
-                    enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-                    enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-                    logits = model(**enc).logits
-                    mask = enc["attention_mask"]
-                    last_pos = mask.shape[1] - 1 - torch.argmax(mask.flip(1), dim=1)
-                    last = logits[torch.arange(len(batch), device=logits.device), last_pos]
-                    for j, row in enumerate(last):
-                        i = other[start + j]
-                        pick[i] = "borderline" if row[first["borderline"]] > row[first["benign"]] else "benign"
-        finally:
-            model.train(was_training)
+    pick = {i: "benign" for i in other}
+    if other and len(set(first.values())) == len(first):  # distinct first tokens: the model's choice
+        texts = [t + opening for t in rendered(tok, [conversations[i] for i in other])]
+        last = next_token_logits(model, tok, texts, batch_size)
+        for i, row in zip(other, last, strict=True):
+            if row[first["borderline"]] > row[first["benign"]]:
+                pick[i] = "borderline"
     prefixes = [f"{opening} {VERDICT['harmful'] if h else words[pick[i]]}" for i, h in enumerate(harmful)]
     return prefixes, harmful
