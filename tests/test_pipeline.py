@@ -121,3 +121,18 @@ def test_without_off_drops_only_options_at_their_off_value():
     assert without_off(cfg, {"fallback": False, "ratio": 0.0}) == {"k": 4, "other": False}
     assert without_off({**cfg, "fallback": True, "ratio": 0.5}, {"fallback": False, "ratio": 0.0}) == {
         "k": 4, "fallback": True, "ratio": 0.5, "other": False}
+
+
+def test_paths_a_stage_reports_into_its_output_follow_the_rename(tmp_path):
+    def run(ctx):
+        (ctx.out / "model").mkdir()
+        return {"model_dir": str(ctx.out / "model"), "files": [ctx.out / "model"],
+                "nested": {"elsewhere": str(tmp_path / "x.partial")}, "steps": 3}
+
+    res = run_pipeline([Stage("train", run)], tmp_path)
+    final = tmp_path / "stages" / "train"
+    for metrics in (res["train"].metrics, json.loads((final / MARKER).read_text())["metrics"]):
+        assert metrics["model_dir"] == str(final / "model") and (final / "model").is_dir()
+        assert metrics["files"] == [str(final / "model")]
+        assert metrics["nested"] == {"elsewhere": str(tmp_path / "x.partial")}  # not inside the stage
+        assert metrics["steps"] == 3

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,22 @@ class StageContext:
 
 class PipelineError(RuntimeError):
     pass
+
+
+def relocated(value: Any, partial: Path, final: Path) -> Any:
+    """``value`` (a stage's metrics) with every path string inside ``partial`` pointing into ``final``.
+
+    A stage writes into its partial directory and may report paths there (a trainer's ``model_dir``);
+    the directory is renamed once the stage is done, so the recorded paths follow it."""
+    if isinstance(value, dict):
+        return {k: relocated(v, partial, final) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relocated(v, partial, final) for v in value]
+    if isinstance(value, (str, Path)):
+        text, old = str(value), str(partial)
+        if text == old or text.startswith(old + os.sep):
+            return str(final) + text[len(old):]
+    return value
 
 
 def fingerprint(stage: Stage, input_fps: dict[str, str]) -> str:
@@ -153,6 +170,7 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
         seconds = time.time() - t0
         D.barrier()  # every rank is done with the partial directory
         if main:
+            metrics = relocated(metrics, partial, final)  # paths into the output as it will be named
             (partial / ".fingerprint").unlink(missing_ok=True)
             (partial / MARKER).write_text(
                 json.dumps({"fingerprint": fp, "stage": stage.name, "seconds": round(seconds, 2),
