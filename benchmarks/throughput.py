@@ -232,7 +232,24 @@ def machine() -> dict:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-            "cpu": platform.processor() or platform.machine(), "gpu": gpu}
+            **cpu(), "gpu": gpu}
+
+
+def cpu() -> dict:
+    """The CPU's model name and its bf16 instructions (Linux ``/proc/cpuinfo``): whether bf16
+    autocast is faster than fp32 on a CPU depends on them (docs/benchmarks.md, section 4)."""
+    out = {"cpu": platform.processor() or platform.machine()}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return out
+    fields = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    out["cpu"] = fields.get("model name") or out["cpu"]
+    out["cpu_bf16"] = sorted(f for f in fields.get("flags", "").split() if "bf16" in f or f == "amx_tile")
+    return out
 
 
 def report(res: dict, argv: str) -> str:

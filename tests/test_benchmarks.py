@@ -70,6 +70,10 @@ def test_throughput_script_compares_against_plain_trl(tmp_path):
     assert gen["batched"]["batch_size"] == 8 and gen["one_at_a_time"]["batch_size"] == 1
     assert gen["batched"]["generated_tokens"] > 0
     assert "plain TRL tokens/s" in (out / "report.md").read_text()
+    # the CPU's name and bf16 instructions, which decide whether bf16 autocast pays on a CPU
+    assert isinstance(res["machine"]["cpu"], str) and res["machine"]["cpu"]
+    if Path("/proc/cpuinfo").exists():
+        assert isinstance(res["machine"]["cpu_bf16"], list)
 
 
 def test_answer_opening_groups_rows_by_label_and_thought_path(tmp_path):
