@@ -188,7 +188,8 @@ class TrainerConfig:
     save: str = "merged"
     save_steps: int = 50  # checkpoint every N steps, so an interrupted stage resumes
     # bf16 mixed precision: null = on for a GPU with model.dtype=bfloat16; true also on CPU
-    # (autocast; 1.7x faster than fp32 here on a CPU with avx512_bf16)
+    # (autocast). On a CPU it depends on the CPU: 1.7x faster than fp32 on the 2026-11-23 machine,
+    # 1.3x slower on an Intel Xeon without AMX (docs/benchmarks.md, section 4: measure yours)
     bf16: bool | None = None
 
 
