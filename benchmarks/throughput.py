@@ -240,13 +240,10 @@ def cpu() -> dict:
     autocast is faster than fp32 on a CPU depends on them (docs/benchmarks.md, section 4)."""
     out = {"cpu": platform.processor() or platform.machine()}
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]  # the first processor's block
     except OSError:
         return out
-    fields = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
     out["cpu"] = fields.get("model name") or out["cpu"]
     out["cpu_bf16"] = sorted(f for f in fields.get("flags", "").split() if "bf16" in f or f == "amx_tile")
     return out

@@ -62,15 +62,18 @@ def relocated(value: Any, partial: Path, final: Path) -> Any:
 
     A stage writes into its partial directory and may report paths there (a trainer's ``model_dir``);
     the directory is renamed once the stage is done, so the recorded paths follow it."""
-    if isinstance(value, dict):
-        return {k: relocated(v, partial, final) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [relocated(v, partial, final) for v in value]
-    if isinstance(value, (str, Path)):
-        text, old = str(value), str(partial)
-        if text == old or text.startswith(old + os.sep):
-            return str(final) + text[len(old):]
-    return value
+    old, new = str(partial), str(final)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        if isinstance(v, (str, Path)) and (str(v) == old or str(v).startswith(old + os.sep)):
+            return new + str(v)[len(old):]
+        return v
+
+    return walk(value)
 
 
 def fingerprint(stage: Stage, input_fps: dict[str, str]) -> str:
