@@ -88,7 +88,8 @@ def test_cli_help_lists_groups_and_options():
 
 ROOT = CONF.parent
 # the 7-8B recipes (GPU); the *-smollm2-135m-* recipes are the best settings measured on the CPU default
-RECIPES = sorted(r for r in (ROOT / "recipes").glob("*.yaml") if "-smollm2-135m-" not in r.name)
+CPU_TAG = "-smollm2-135m-"
+RECIPES = sorted(r for r in (ROOT / "recipes").glob("*.yaml") if CPU_TAG not in r.name)
 # CPU recipe -> (method doc, the run_dir that marks the measured command it reproduces, the
 # overrides that turn back on what that command switched off to save time: reports only, no model)
 CPU_RECIPES = {
@@ -100,7 +101,7 @@ REPORT_ONLY_STAGES = ("eval_", "analysis_")
 
 
 def test_cpu_recipes_are_the_listed_ones():
-    assert sorted(r.stem for r in (ROOT / "recipes").glob("*-smollm2-135m-*.yaml")) == sorted(CPU_RECIPES)
+    assert sorted(r.stem for r in (ROOT / "recipes").glob(f"*{CPU_TAG}*.yaml")) == sorted(CPU_RECIPES)
 
 
 def documented_overrides(doc: str, marker: str) -> list[str]:
