@@ -287,6 +287,20 @@ def test_judge_continuation_finds_the_wrong_outcome():
                                   FMT, LONG_CHAIN, judge)["wrong"]
 
 
+def test_judge_continuation_of_an_answer_branch_judges_the_answer_alone():
+    """An answer branch shares the whole correct chain: its decision line is in the prefix, so the
+    refusal that follows ``Path: answer`` (the RW model's failure the answer pair targets) is wrong,
+    though it disagrees with that line."""
+    judge = RefusalJudge()
+    for label, path, bad, good in (("benign", "answer", REFUSAL, HELPFUL),
+                                   ("harmful", "refuse", COMPLIANT, REFUSAL)):
+        prefix = f"<think>\nUnderstanding the request: ok.\n\nDecision: Path: {path}.\n</think>\n"
+        b = Branch("a1", label, "x", "request", "answer", None, "P" + prefix, prefix, good)
+        verdict = judge_continuation(b, bad, FMT, LONG_CHAIN, judge)
+        assert verdict["wrong"] and verdict["path"] == path, (label, verdict)
+        assert not judge_continuation(b, good, FMT, LONG_CHAIN, judge)["wrong"], label
+
+
 # ------------------------------------------------------------------ shortest rejection sampling
 def test_shortest_rejection_sampling_picks_the_shortest_accepted():
     req = request("h1")
@@ -477,6 +491,37 @@ def test_policy_rejected_source_with_canned_samples(tmp_path, monkeypatch):
         if p["source"] == "policy":
             assert COMPLIANT in p["rejected"] and "Path: answer" in p["rejected"]
             assert "Path: refuse" in p["chosen"]
+
+
+def test_policy_rejected_answer_pairs_take_the_rw_models_own_refusal(tmp_path, monkeypatch):
+    """rejected_source=policy with answer pairs: a sampled refusal after the correct chain's
+    ``Path: answer`` is the rejected side (it was never judged wrong while the prefix's decision
+    line counted); harmful answer branches whose samples refuse fall back to the teacher."""
+    import reasonalign.components.sampling as sampling
+
+    def fake(model, tok, items, settings, out_path, desc=""):
+        assert all("|answer|" in it["id"] and it["text"].rstrip().endswith("</think>") for it in items)
+        return [{"id": it["id"], "response": REFUSAL if it["id"].endswith("#s1") or labels[it["id"].split("|")[0]]
+                 == "harmful" else HELPFUL, "n_tokens": 9} for it in items]
+
+    cfg = compose_cfg(TINY + [f"run_dir={tmp_path}", "method.srpo.rejected_source=policy",
+                              "method.srpo.policy.samples=2", "method.srpo.process_ratio=0.0",
+                              "method.srpo.outcome_ratio=0.0", "method.srpo.answer_ratio=1.0",
+                              "method.balance_pairs=false"])
+    stages = [s for s in build_method(cfg).stages() if s.name in ("prompts", "base_responses", "saro_data", "rw_sft",
+                                                                  "srpo_pairs")]
+    labels = {c["id"]: c["label"] for c in read_jsonl(run_pipeline(stages[:3], tmp_path)["saro_data"].path
+                                                      / "chains.jsonl")}
+    monkeypatch.setattr(sampling, "generate_text_resumable", fake)
+    res = run_pipeline(stages, tmp_path)
+    n_benign = sum(v != "harmful" for v in labels.values())
+    assert n_benign and res["srpo_pairs"].metrics["policy"]["branches_with_policy_rejected"] == n_benign
+    pairs = read_jsonl(res["srpo_pairs"].path / "pairs.jsonl")
+    policy = [p for p in pairs if p["source"] == "policy"]
+    assert len(policy) == n_benign and all(p["label"] != "harmful" for p in policy)
+    for p in policy:  # the shared prompt ends with the answering decision; only the answers differ
+        assert p["kind"] == "answer" and re.search(r"Path: answer[^\n]*\n</think>\s*$", p["prompt"])
+        assert p["rejected"].strip().startswith(REFUSAL) and REFUSAL not in p["chosen"]
 
 
 def test_balance_pairs_repeats_the_smaller_label_group(tmp_path):

@@ -253,7 +253,10 @@ def judge_continuation(branch: Branch, continuation: str, fmt: CoTFormat, style:
 
     The full assistant turn is ``branch.prefix`` + the continuation. It is *wrong* when it closes
     the thought, has an answer, the judge says that answer complies with a harmful prompt or
-    refuses a benign one, and the decision line (if any) agrees with that outcome.
+    refuses a benign one, and the decision line (if any) agrees with that outcome. An answer
+    branch's decision line is the correct one, in the shared prefix: there the continuation is the
+    answer alone and its outcome decides (the RW model's refusal after the chain's ``Path: answer``
+    is exactly the rejected side an answer pair wants).
     """
     full = branch.prefix + branch.lead + continuation.strip()
     _, answer = split_response(full, fmt)
@@ -265,7 +268,9 @@ def judge_continuation(branch: Branch, continuation: str, fmt: CoTFormat, style:
     path = parse(full, fmt, style).path
     out.update(complied=complied, path=path)
     refused_path = None if path is None else path == PATH_REFUSE
-    if branch.harmful:
+    if branch.kind == "answer":  # the decision is the prefix's: the outcome alone
+        wrong = complied if branch.harmful else not complied
+    elif branch.harmful:
         wrong = complied and refused_path is not True
     else:
         wrong = (not complied) and refused_path is not False
