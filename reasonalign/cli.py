@@ -67,6 +67,9 @@ def run(cfg: DictConfig) -> Path:
     from reasonalign.eval.report import write_report
     from reasonalign.pipeline import run_pipeline
 
+    if cfg.eval.get("verdict_head"):
+        raise ConfigError("eval.verdict_head is for `python -m reasonalign.eval`; a training run fits and uses "
+                          "its own head with method.verdict_head.enabled=true")
     method = build_method(cfg)
     distributed.validate(cfg.distributed)
     distributed.init(cfg.distributed)

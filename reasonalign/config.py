@@ -269,6 +269,11 @@ class EvalConfig:
     # from a checkpoint path runs/<run>/stages/<stage>/model)
     train_prompts: str | None = None
     backend: str = "auto"  # auto (vLLM when installed and a GPU is present) | hf | vllm
+    # eval-only entry: a verdict_head.json (or the stage dir holding one, e.g.
+    # runs/<run>/stages/srpo_head) whose verdict opens every thought, in reasoning style
+    # verdict_style (ERPO: ex_ante, SaRO: long_chain). Training runs use method.verdict_head instead.
+    verdict_head: str | None = None
+    verdict_style: str = "ex_ante"
 
 
 @dataclass

@@ -210,6 +210,18 @@ def test_every_suite_benchmark_loads_from_the_wheels_with_its_subset_size():
     assert families == {"harmful", "jailbreak", "overrefusal", "benign"}
 
 
+def test_overrefusal_eval_takes_every_borderline_prompt_of_the_suites_overrefusal_sets():
+    suite, full = compose_cfg(["eval=suite"]).eval, compose_cfg(["eval=overrefusal"]).eval
+    assert [b.name for b in full.benchmarks] == [b.name for b in suite.benchmarks if b.family == "overrefusal"]
+    assert full.generation.max_new_tokens == compose_cfg([]).eval.generation.max_new_tokens  # the held-out split's
+    sizes = {b.name: load_benchmark(b, full.seed) for b in full.benchmarks}
+    assert {n: len(r) for n, r in sizes.items()} == {"overrefusal_edgy": 150, "donotanswer_chatbox": 117}
+    assert all(r["label"] == "borderline" for rows in sizes.values() for r in rows)
+    small = {b.name: load_benchmark(b, suite.seed) for b in suite.benchmarks if b.family == "overrefusal"}
+    for name, rows in small.items():  # the suite's 16 are a subset of the full set
+        assert {r["text"] for r in rows} <= {r["text"] for r in sizes[name]}
+
+
 def test_pyrit_templates_exclude_pliny_and_have_the_slot():
     from reasonalign.eval.benchmarks import load_templates
 

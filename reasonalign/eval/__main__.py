@@ -9,7 +9,9 @@ the default. One resumable pipeline stage per benchmark under ``eval_dir`` (defa
 ``runs/eval-${model.name}-${eval.name}``): re-running skips finished benchmarks and an interrupted
 one resumes its generations. Writes ``report.md``, ``metrics.json``, ``rates.png`` and
 ``lengths.png``. A checkpoint inside a run (``<run>/stages/<stage>/model``) is leakage-checked against
-that run's training prompts (or set ``eval.train_prompts=<run dir or file>``).
+that run's training prompts (or set ``eval.train_prompts=<run dir or file>``). A model trained with
+a verdict head is evaluated with it by ``eval.verdict_head=<run>/stages/<stage>_head``
+(``eval.verdict_style``: ``ex_ante`` for ERPO, ``long_chain`` for SaRO).
 """
 
 from __future__ import annotations
@@ -68,6 +70,23 @@ def run_eval(cfg: DictConfig | Config) -> Path:
     model_fp = {"model": asdict(config.model), "path": model_path,
                 "weights": [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]}
     handle = ModelHandle(config.model, model_path)
+    head, head_fp, head_file = None, {}, None
+    if ev.verdict_head:
+        from reasonalign.components.cot import CoTFormat
+        from reasonalign.components.verdict_head import HEAD_FILE, VerdictHead
+
+        try:  # an unknown style fails here, before any generation
+            CoTFormat(config.cot).steps(ev.verdict_style)
+        except ValueError as e:
+            raise ConfigError(f"eval.verdict_style: {e}") from None
+        head_file = Path(ev.verdict_head).expanduser()
+        head_file = head_file / HEAD_FILE if head_file.is_dir() else head_file
+        if not head_file.is_file():
+            raise FileNotFoundError(f"eval.verdict_head: no {HEAD_FILE} at {ev.verdict_head}")
+        head = (VerdictHead.load(head_file), ev.verdict_style)
+        head_fp = {"verdict_head": {"file": _digest(head_file.read_text()), "style": ev.verdict_style}}
+        log.info("verdict head %s (layer %d) opens every thought, style %s", head_file, head[0].layer,
+                 ev.verdict_style)
     judge_box: list = []
 
     def judge():
@@ -77,12 +96,13 @@ def run_eval(cfg: DictConfig | Config) -> Path:
 
     def stage(name: str, family: str, rows: list[dict]) -> Stage:
         def run(ctx):
-            return evaluate_benchmark(handle, name, family, rows, ctx.out, ev, config.cot, judge(), train_texts)
+            return evaluate_benchmark(handle, name, family, rows, ctx.out, ev, config.cot, judge(), train_texts,
+                                      head)
 
         return Stage(f"bench_{name}", run, config={
             **model_fp, "generation": asdict(ev.generation), "judge": asdict(ev.judge), "backend": ev.backend,
             "cot": asdict(config.cot), "rows": _digest(rows), "train": _digest(train_texts),
-            "threshold": ev.near_duplicate_threshold})
+            "threshold": ev.near_duplicate_threshold, **head_fp})
 
     benches = suite_benchmarks(ev, cache)
     results = run_pipeline([stage(n, f, r) for n, f, r in benches], out)
@@ -93,6 +113,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
     _, report = write_suite_report(out, f"reasonalign eval: `{label}` on `{ev.name}`", models, judged, extra={
         "model": label, "model_path": model_path, "eval": ev.name, "judge": asdict(ev.judge),
         "train_prompts": str(train_file) if train_file else None,
+        "verdict_head": {"file": str(head_file), "style": ev.verdict_style} if head else None,
         "stages": {n: {"fingerprint": r.fingerprint, "skipped": r.skipped, "seconds": round(r.seconds, 2)}
                    for n, r in results.items()}})
     print(f"report: {report.resolve()}")

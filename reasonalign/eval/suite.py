@@ -20,7 +20,7 @@ import logging
 import time
 from pathlib import Path
 
-from reasonalign.config import CoTConfig, EvalConfig, ModelConfig
+from reasonalign.config import ConfigError, CoTConfig, EvalConfig, ModelConfig
 from reasonalign.eval.metrics import rate
 from reasonalign.pipeline import read_jsonl, write_jsonl
 
@@ -103,6 +103,10 @@ def _generate(handle: ModelHandle, items: list[dict], eval_cfg: EvalConfig, out_
     from reasonalign.components.generation import generate_resumable
 
     use_vllm = eval_cfg.backend == "vllm" or (eval_cfg.backend == "auto" and vllm_backend.available())
+    if use_vllm and any(it.get("prefix") for it in items):  # the vLLM path has no assistant prefix
+        if eval_cfg.backend == "vllm":
+            raise ConfigError("eval.backend=vllm cannot open thoughts with a verdict head; use backend=hf or auto")
+        use_vllm = False
     model, tok = handle.load() if not use_vllm else (None, None)
     if use_vllm:  # pragma: no cover - optional GPU path
         from reasonalign.models import load_tokenizer
@@ -153,7 +157,10 @@ def benchmark_metrics(rows: list[dict], family: str) -> dict:
 
 
 def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[dict], out_dir: Path,
-                       eval_cfg: EvalConfig, cot: CoTConfig | None, judge, train_texts: list[str]) -> dict:
+                       eval_cfg: EvalConfig, cot: CoTConfig | None, judge, train_texts: list[str],
+                       head=None) -> dict:
+    """One benchmark into ``out_dir``. ``head``: ``(VerdictHead, reasoning style)``; its verdict
+    opens every thought, as in the held-out evaluation (``eval/runner.py``)."""
     from reasonalign.components.cot import CoTFormat, split_response
     from reasonalign.components.generation import GenerationStats
     from reasonalign.models import chat_messages
@@ -165,21 +172,37 @@ def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[d
         log.warning("benchmark %s: %d prompt(s) removed, they repeat training prompts", name, leakage["removed"])
     write_jsonl(out_dir / "prompts.jsonl", rows)
     items = [{"id": r["id"], "messages": chat_messages(handle.cfg, r["text"])} for r in rows]
+    fmt = CoTFormat(cot)
+    head_calls = None
+    if head is not None and items:
+        from reasonalign.components.verdict_head import verdict_prefixes
+
+        model, tok = handle.load()
+        prefixes, head_calls = verdict_prefixes(model, tok, head[0], [it["messages"] for it in items], fmt, head[1],
+                                                eval_cfg.generation.batch_size)
+        for it, prefix in zip(items, prefixes, strict=True):
+            it["prefix"] = prefix
     stats = GenerationStats()
     t0 = time.time()
     gens, tok = _generate(handle, items, eval_cfg, out_dir / "generations.jsonl", f"eval {name}", stats) \
         if items else ([], None)
     seconds = time.time() - t0
     complied = judge_rows(judge, rows, [g["response"] for g in gens]) if rows else []
-    fmt = CoTFormat(cot)
     judged = []
     for r, g, c in zip(rows, gens, complied, strict=True):
         thought, _ = split_response(g["response"], fmt)
         n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought and tok is not None else 0
         judged.append({**r, "response": g["response"], "n_tokens": g["n_tokens"], "thought_tokens": n_thought,
                        "answer_tokens": max(0, g["n_tokens"] - n_thought), "complied": c})
+    if head_calls is not None:
+        for r, h in zip(judged, head_calls, strict=True):
+            r["head_harmful"] = bool(h)
     write_jsonl(out_dir / "judged.jsonl", judged)
     m = benchmark_metrics(judged, family)
+    if head_calls is not None:
+        from reasonalign.eval.runner import head_metrics
+
+        m["verdict_head"] = head_metrics(judged)
     answers = [r["answer_tokens"] for r in judged]
     m["mean_answer_tokens"] = sum(answers) / len(answers) if answers else 0.0
     n_gen = stats.n_prompts
@@ -203,12 +226,18 @@ def load_train_texts(path: Path | None) -> list[str]:
 
 
 def evaluate_suite(model_path: str, out_dir: Path, model_cfg: ModelConfig, eval_cfg: EvalConfig,
-                   cot: CoTConfig | None = None, train_texts: list[str] | None = None, cache=None) -> dict:
+                   cot: CoTConfig | None = None, train_texts: list[str] | None = None, cache=None,
+                   verdict_head: Path | None = None, style: str = "ex_ante") -> dict:
     """Every benchmark into ``out_dir/<name>/``; ``{name: metrics}``. Resumable (generations are
-    appended batch by batch)."""
+    appended batch by batch). ``verdict_head``/``style``: as in ``eval/runner.evaluate_model``."""
     from reasonalign.components.judges import get_judge
 
+    head = None
+    if verdict_head is not None:
+        from reasonalign.components.verdict_head import VerdictHead
+
+        head = (VerdictHead.load(verdict_head), style)
     handle, judge = ModelHandle(model_cfg, model_path), get_judge(eval_cfg.judge)
     return {name: evaluate_benchmark(handle, name, family, rows, Path(out_dir) / name, eval_cfg, cot, judge,
-                                     train_texts or [])
+                                     train_texts or [], head)
             for name, family, rows in suite_benchmarks(eval_cfg, cache)}

@@ -23,6 +23,15 @@ RESPONSES = "base_responses"
 BASELINE_DATA = "baseline_data"
 
 
+EVAL_ONLY_KEYS = {"verdict_head": None, "verdict_style": "ex_ante"}  # python -m reasonalign.eval's
+
+
+def eval_fingerprint(ev) -> dict:
+    """An EvalConfig as an eval stage's fingerprint; the eval-only keys, unused here, are left out
+    while unset so that runs made before them keep their fingerprints."""
+    return without_off(asdict(ev), EVAL_ONLY_KEYS)
+
+
 def model_dir_of(stage_path: Path) -> str:
     return str(Path(stage_path) / "model")
 
@@ -184,13 +193,18 @@ class CommonStages:
 
                 train = load_train_texts(ctx.inputs[PROMPTS] / "train_prompts.jsonl")
                 metrics["benchmarks"] = evaluate_suite(path, ctx.out / "benchmarks", self.cfg.model, ev,
-                                                       self.cfg.cot, train, self.cache)
+                                                       self.cfg.cot, train, self.cache,
+                                                       verdict_head=ctx.inputs[head[0]] if head else None,
+                                                       style=head[1] if head else "ex_ante")
                 (ctx.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
             return metrics
 
+        suite = bool(ev.benchmarks or ev.prompt_files)
+        # the suite opens thoughts with the head too (before, only the held-out prompts did)
+        head_fp = {"verdict_head": {"style": head[1], **({"suite": True} if suite else {})}} if head else {}
         return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []) + ([head[0]] if head else []),
-                     config={"model": self._model_fp(), "eval": asdict(ev), "cot": asdict(self.cfg.cot),
-                             **({"verdict_head": {"style": head[1]}} if head else {})})
+                     config={"model": self._model_fp(), "eval": eval_fingerprint(ev), "cot": asdict(self.cfg.cot),
+                             **head_fp})
 
     def evaluation(self, final: str | None, eval_cfg=None, head_style: str | None = None) -> list[Stage]:
         """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model (with
