@@ -56,6 +56,24 @@ def head_metrics(rows: list[dict]) -> dict:
             "benign_called_benign": f"{sum(other)}/{len(other)}"}
 
 
+def open_with_head(model, tok, head, items: list[dict], fmt, style: str, batch_size: int):
+    """Give every generation item (``{"messages", ...}``) the prefix of ``head``'s verdict
+    (``components/verdict_head.py``); returns the head's harmful call per item."""
+    from reasonalign.components.verdict_head import verdict_prefixes
+
+    prefixes, calls = verdict_prefixes(model, tok, head, [it["messages"] for it in items], fmt, style, batch_size)
+    for it, prefix in zip(items, prefixes, strict=True):
+        it["prefix"] = prefix
+    return calls
+
+
+def mark_head_calls(rows: list[dict], calls, metrics: dict) -> None:
+    """``head_harmful`` on each judged row and the ``verdict_head`` counts in ``metrics``."""
+    for r, h in zip(rows, calls, strict=True):
+        r["head_harmful"] = bool(h)
+    metrics["verdict_head"] = head_metrics(rows)
+
+
 def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg: ModelConfig,
                    eval_cfg: EvalConfig, cot: CoTConfig | None = None, verdict_head: Path | None = None,
                    style: str = "ex_ante") -> dict:
@@ -73,13 +91,10 @@ def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg
     fmt = CoTFormat(cot)
     head_calls = None
     if verdict_head is not None:
-        from reasonalign.components.verdict_head import VerdictHead, verdict_prefixes
+        from reasonalign.components.verdict_head import VerdictHead
 
-        head = VerdictHead.load(verdict_head)
-        prefixes, head_calls = verdict_prefixes(model, tok, head, [it["messages"] for it in items], fmt, style,
-                                                eval_cfg.generation.batch_size)
-        for it, prefix in zip(items, prefixes, strict=True):
-            it["prefix"] = prefix
+        head_calls = open_with_head(model, tok, VerdictHead.load(verdict_head), items, fmt, style,
+                                    eval_cfg.generation.batch_size)
     t0 = time.time()
     gens = generate_resumable(model, tok, items, eval_cfg.generation, Path(out_dir) / "generations.jsonl",
                               desc=f"eval {Path(out_dir).name.removesuffix('.partial')}")
@@ -94,13 +109,10 @@ def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg
         n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought else 0
         rows.append({**p, "response": g["response"], "n_tokens": g["n_tokens"], "thought_tokens": n_thought,
                      "complied": c})
-    if head_calls is not None:
-        for r, h in zip(rows, head_calls, strict=True):
-            r["head_harmful"] = bool(h)
-    write_jsonl(Path(out_dir) / "judged.jsonl", rows)
     metrics = compute_metrics(rows)
     if head_calls is not None:
-        metrics["verdict_head"] = head_metrics(rows)
+        mark_head_calls(rows, head_calls, metrics)
+    write_jsonl(Path(out_dir) / "judged.jsonl", rows)
     metrics["model_path"] = model_path
     metrics["generation_seconds"] = round(seconds, 2)
     (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))

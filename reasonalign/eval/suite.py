@@ -175,13 +175,9 @@ def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[d
     fmt = CoTFormat(cot)
     head_calls = None
     if head is not None and items:
-        from reasonalign.components.verdict_head import verdict_prefixes
+        from reasonalign.eval.runner import open_with_head
 
-        model, tok = handle.load()
-        prefixes, head_calls = verdict_prefixes(model, tok, head[0], [it["messages"] for it in items], fmt, head[1],
-                                                eval_cfg.generation.batch_size)
-        for it, prefix in zip(items, prefixes, strict=True):
-            it["prefix"] = prefix
+        head_calls = open_with_head(*handle.load(), head[0], items, fmt, head[1], eval_cfg.generation.batch_size)
     stats = GenerationStats()
     t0 = time.time()
     gens, tok = _generate(handle, items, eval_cfg, out_dir / "generations.jsonl", f"eval {name}", stats) \
@@ -194,15 +190,12 @@ def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[d
         n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought and tok is not None else 0
         judged.append({**r, "response": g["response"], "n_tokens": g["n_tokens"], "thought_tokens": n_thought,
                        "answer_tokens": max(0, g["n_tokens"] - n_thought), "complied": c})
-    if head_calls is not None:
-        for r, h in zip(judged, head_calls, strict=True):
-            r["head_harmful"] = bool(h)
-    write_jsonl(out_dir / "judged.jsonl", judged)
     m = benchmark_metrics(judged, family)
     if head_calls is not None:
-        from reasonalign.eval.runner import head_metrics
+        from reasonalign.eval.runner import mark_head_calls
 
-        m["verdict_head"] = head_metrics(judged)
+        mark_head_calls(judged, head_calls, m)
+    write_jsonl(out_dir / "judged.jsonl", judged)
     answers = [r["answer_tokens"] for r in judged]
     m["mean_answer_tokens"] = sum(answers) / len(answers) if answers else 0.0
     n_gen = stats.n_prompts
