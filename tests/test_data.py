@@ -544,8 +544,14 @@ def test_exclude_enters_the_prompts_fingerprint_only_when_set():
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["method=dpo", "data=default"])
-    prompts = next(s for s in build_method(cfg).stages() if s.name == "prompts")
-    assert all("exclude" not in src for src in prompts.config["sources"])  # runs made before it keep theirs
-    cfg.data.sources[5].exclude = {"intents": ["S006sh"]}
-    changed = next(s for s in build_method(cfg).stages() if s.name == "prompts")
-    assert changed.config["sources"][5]["exclude"] == {"intents": ["S006sh"]}
+        # the mix before 2026-12-03 (conf/data/default.yaml says how to get it back)
+        old = compose("config", overrides=["method=dpo", "data=default", "data.sources.5.exclude.intents=[]"])
+
+    def sources(c):
+        return next(s for s in build_method(c).stages() if s.name == "prompts").config["sources"]
+
+    assert sources(cfg)[5]["exclude"] == {"intents": ["S006sh", "S009cred"]}
+    # an emptied exclude leaves the fingerprint of runs made before the option existed
+    assert all("exclude" not in src for src in sources(old))
+    assert sources(old)[:5] == sources(cfg)[:5] and sources(old)[6:] == sources(cfg)[6:]
+    assert {k: v for k, v in sources(cfg)[5].items() if k != "exclude"} == sources(old)[5]

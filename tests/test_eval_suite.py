@@ -215,7 +215,9 @@ def test_overrefusal_eval_takes_every_borderline_prompt_of_the_suites_overrefusa
     assert [b.name for b in full.benchmarks] == [b.name for b in suite.benchmarks if b.family == "overrefusal"]
     assert full.generation.max_new_tokens == compose_cfg([]).eval.generation.max_new_tokens  # the held-out split's
     sizes = {b.name: load_benchmark(b, full.seed) for b in full.benchmarks}
-    assert {n: len(r) for n, r in sizes.items()} == {"overrefusal_edgy": 150, "donotanswer_chatbox": 117}
+    # Do-Not-Answer's chatbox file has 117 rows; its 30 self-harm (S006sh) and 8 credential (S009cred)
+    # rows, 38 distinct ones, are not asked as borderline prompts: 79 remain
+    assert {n: len(r) for n, r in sizes.items()} == {"overrefusal_edgy": 150, "donotanswer_chatbox": 79}
     assert all(r["label"] == "borderline" for rows in sizes.values() for r in rows)
     small = {b.name: load_benchmark(b, suite.seed) for b in suite.benchmarks if b.family == "overrefusal"}
     for name, rows in small.items():  # the suite's 16 are a subset of the full set

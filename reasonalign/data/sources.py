@@ -499,7 +499,7 @@ def load_prompt_source(src: DataSourceConfig, cache: str | os.PathLike | None = 
     name, rows = load_rows(src.uri, src.sha256, src.format, cache)
     # the listed values as strings, once per source (values compare as strings)
     include = {f: {str(v) for v in vs} for f, vs in (src.include or {}).items()}
-    exclude = {f: {str(v) for v in vs} for f, vs in (src.exclude or {}).items()}
+    exclude = {f: {str(v) for v in vs} for f, vs in (src.exclude or {}).items() if vs}
     records: list[PromptRecord] = []
     for line, row in rows:
         if include and not _included(row, include, name, line):

@@ -74,6 +74,9 @@ class CommonStages:
             return {"train": len(train), "eval": len(evals), "split_report": report}
 
         data = asdict(self.cfg.data)  # an empty exclude (added later) keeps older runs' fingerprints
+        # an exclude field with no values excludes nothing: left out, like an empty exclude
+        for src in data["sources"]:
+            src["exclude"] = {f: vs for f, vs in src["exclude"].items() if vs}
         data["sources"] = [without_off(src, {"exclude": {}}) for src in data["sources"]]
         return Stage(PROMPTS, run, config=data)
 
