@@ -222,6 +222,7 @@ def test_exclude_drops_rows_by_value_or_list_item(tmp_path):
     recs = load_prompt_source(src(p, label="borderline", exclude={"intents": ["S006sh", "S009cred"]}))
     assert [r.id for r in recs] == ["s:1", "s:4"]
     assert len(load_prompt_source(src(p, label="borderline", exclude={"intents": ["S0"]}))) == 4  # whole items only
+    assert len(load_prompt_source(src(p, label="borderline", exclude={"intents": []}))) == 4  # no values: no filter
     with pytest.raises(DataError) as e:  # a field the filter needs is missing: located
         load_prompt_source(src(p, label="borderline", exclude={"kind": ["x"]}))
     assert (e.value.line, e.value.field) == (1, "kind") and "exclude" in e.value.message
