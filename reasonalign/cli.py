@@ -107,6 +107,9 @@ def _task(cfg: DictConfig) -> None:
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: finished stages and the partial stage's work are kept
+        print(f"interrupted: run the same command again to resume in {cfg.run_dir}", file=sys.stderr)
+        sys.exit(130)
 
 
 _ARGV: list[str] = []  # the user's command-line overrides, replayed by a distributed relaunch

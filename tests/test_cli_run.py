@@ -88,3 +88,33 @@ def test_short_real_run_on_smollm2(tmp_path):
     assert m["stages"]["dpo"]["metrics"]["steps"] == 2
     base = m["eval"]["base"]
     assert base["n_prompts"] > 0 and base["mean_response_tokens"] > 0
+
+
+def test_ctrl_c_stops_the_run_and_the_same_command_resumes(tmp_path):
+    """SIGINT (Ctrl-C) in the middle of a run: exit status 130, a message naming the stage, no
+    output of that stage that looks finished; the same command then skips what finished before."""
+    import re
+    import signal
+
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "reasonalign", "method=sft", *TINY, f"run_dir={run_dir}",
+            "eval.evaluate_base=false"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in p.stdout:  # SIGINT as soon as the training stage starts
+        lines.append(line)
+        if re.search(r"stage sft +running", line):
+            p.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + p.stdout.read()
+    assert p.wait(timeout=600) == 130, out[-3000:]
+    m = re.search(r"stage (\w+) interrupted after \d+s: its work so far stays in", out)
+    assert m, out[-3000:]
+    stopped = m.group(1)
+    assert "interrupted: run the same command again to resume" in out
+    assert not (run_dir / "stages" / stopped).exists() and not (run_dir / "metrics.json").exists()
+    assert (run_dir / "stages" / f"{stopped}.partial").is_dir()
+
+    run_cli(*args[3:])
+    st = stage_status(run_dir)
+    assert st[stopped] is False and st["prompts"] is True

@@ -165,6 +165,11 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
             D.in_training_stage(stage.distributed)
             try:
                 metrics = stage.run(ctx) or {}
+            except KeyboardInterrupt:
+                if main:
+                    log.warning("stage %s interrupted after %.0fs: its work so far stays in %s; the same command "
+                                "resumes it", stage.name, time.time() - t0, partial)
+                raise
             finally:
                 D.in_training_stage(False)
                 if stage.distributed and ranked:
