@@ -133,10 +133,11 @@ def _task(cfg: DictConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    # defaults go last: Hydra's flags (--config-dir DIR, --cfg job) must come before the overrides
     if not any(a.split("=", 1)[0].lstrip("+~") == "eval" for a in args):
-        args.insert(0, "eval=suite")
+        args.append("eval=suite")
     if not any(a.startswith("hydra.run.dir=") for a in args):
-        args.insert(0, "hydra.run.dir=${eval_dir}")
+        args.append("hydra.run.dir=${eval_dir}")
     sys.argv = [sys.argv[0], *args]
     register_configs()
     hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(_task)()
