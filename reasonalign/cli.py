@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -94,22 +95,31 @@ def run(cfg: DictConfig) -> Path:
     return report
 
 
-def _task(cfg: DictConfig) -> None:
-    from reasonalign import distributed
+@contextmanager
+def exit_codes(resume_dir):
+    """The entry points' exits: bad input prints one error line and exits 2; Ctrl-C exits 130
+    (finished stages and the interrupted stage's work so far are kept, so the same command resumes)."""
     from reasonalign.data.schema import DataError
 
     try:
-        if distributed.needs_launch(cfg.distributed):
-            distributed.validate(cfg.distributed)
-            sys.exit(distributed.relaunch(cfg.distributed, _ARGV, cfg.run_dir))
-        run(cfg)
+        yield
     except (ConfigError, DataError, FileNotFoundError) as e:
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C: finished stages and the partial stage's work are kept
-        print(f"interrupted: run the same command again to resume in {cfg.run_dir}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"interrupted: run the same command again to resume in {resume_dir}", file=sys.stderr)
         sys.exit(130)
+
+
+def _task(cfg: DictConfig) -> None:
+    from reasonalign import distributed
+
+    with exit_codes(cfg.run_dir):
+        if distributed.needs_launch(cfg.distributed):
+            distributed.validate(cfg.distributed)
+            sys.exit(distributed.relaunch(cfg.distributed, _ARGV, cfg.run_dir))
+        run(cfg)
 
 
 _ARGV: list[str] = []  # the user's command-line overrides, replayed by a distributed relaunch

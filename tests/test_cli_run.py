@@ -3,6 +3,8 @@ external plugin, and a short real run on smollm2-135m."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -93,9 +95,6 @@ def test_short_real_run_on_smollm2(tmp_path):
 def test_ctrl_c_stops_the_run_and_the_same_command_resumes(tmp_path):
     """SIGINT (Ctrl-C) in the middle of a run: exit status 130, a message naming the stage, no
     output of that stage that looks finished; the same command then skips what finished before."""
-    import re
-    import signal
-
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "reasonalign", "method=sft", *TINY, f"run_dir={run_dir}",
             "eval.evaluate_base=false"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from reasonalign.cli import conf_dir, redact
+from reasonalign.cli import conf_dir, exit_codes, redact
 from reasonalign.config import Config, ConfigError, register_configs
 
 log = logging.getLogger("reasonalign.eval")
@@ -121,14 +121,8 @@ def run_eval(cfg: DictConfig | Config) -> Path:
 
 
 def _task(cfg: DictConfig) -> None:
-    from reasonalign.data.schema import DataError
-
-    try:
+    with exit_codes(cfg.eval_dir):
         run_eval(cfg)
-    except (ConfigError, DataError, FileNotFoundError) as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
