@@ -140,6 +140,15 @@ def test_erpo_verdict_head_needs_verdict_first_and_stays_out_of_the_stages_while
             assert on[name].config == stage.config and on[name].deps == stage.deps
     assert "dpo_head" in on["lcpo_1_pairs"].deps and "lcpo_2_head" in on["lcpo_3_pairs"].deps
     assert "lcpo_3_head" in on["eval_final"].deps and "dpo_head" in on["eval_dpo"].deps
+    # lcpo.refit_head=false: the stage-2 head serves every iteration and eval_final; iteration 1 is
+    # the same stage either way, so a run directory holding it keeps it
+    kept = {s.name: s for s in erpo(tmp_path, "teacher.verdict_first=true", "method.verdict_head.enabled=true",
+                                    "method.lcpo.refit_head=false").stages()}
+    assert set(kept) - set(off) == {"dpo_head"}
+    for name in ("lcpo_1_pairs", "lcpo_2_pairs", "lcpo_3_pairs", "eval_final"):
+        assert [d for d in kept[name].deps if d.endswith("_head")] == ["dpo_head"], name
+    assert (kept["lcpo_1_pairs"].config, kept["lcpo_1_pairs"].deps) == (on["lcpo_1_pairs"].config, on["lcpo_1_pairs"].deps)
+    assert kept["lcpo_2_pairs"].config == on["lcpo_2_pairs"].config  # the head in use shows in the inputs
 
 
 def test_erpo_with_a_verdict_head_samples_and_evaluates_from_the_heads_verdict(tmp_path):
@@ -168,6 +177,27 @@ def test_erpo_with_a_verdict_head_samples_and_evaluates_from_the_heads_verdict(t
     called = sum(r["head_harmful"] for r in judged if r["label"] == "harmful")
     n = sum(r["label"] == "harmful" for r in judged)
     assert res["eval_final"].metrics["verdict_head"]["harmful_called_harmful"] == f"{called}/{n}"
+
+
+def test_erpo_keeping_the_stage2_head_reads_the_final_model_with_it(tmp_path):
+    from reasonalign.pipeline import run_pipeline
+
+    method = erpo(tmp_path, "teacher.verdict_first=true", "method.verdict_head.enabled=true",
+                  "method.lcpo.refit_head=false", "method.lcpo.iterations=2", "method.evaluate_stage1=false",
+                  "method.evaluate_stage2=false", "eval.evaluate_base=false")
+    res = run_pipeline(method.stages(), tmp_path)
+    assert not list((tmp_path / "stages").glob("lcpo_*_head"))
+    head = VerdictHead.load(res["dpo_head"].path)
+    cfg = method.config
+    final = res["lcpo_2"].path / "model"
+    model, tok = load_model(cfg.model, str(final)), load_tokenizer(cfg.model, str(final))
+    judged = read_jsonl(res["eval_final"].path / "judged.jsonl")
+    prefixes, calls = verdict_prefixes(model, tok, head, [chat_messages(cfg.model, r["text"]) for r in judged],
+                                       CoTFormat(cfg.cot), "ex_ante", cfg.eval.generation.batch_size)
+    assert [bool(r["head_harmful"]) for r in judged] == [bool(c) for c in calls]  # the stage-2 head, on the final model
+    assert all(r["response"].startswith(p) for r, p in zip(judged, prefixes, strict=True))
+    samples = read_jsonl(res["lcpo_2_pairs"].path / "samples.jsonl")
+    assert samples and all(s["response"].startswith("<think>\nInitial assessment: ") for s in samples)
 
 
 def test_serve_opens_the_thought_with_the_heads_verdict(tiny, tmp_path):

@@ -81,6 +81,10 @@ class LCPOConfig:
     # draw half of each iteration's prompts from the harmful ones and half from the rest (as far as
     # each group goes), instead of a plain sample that follows the training set's 60% harmful share
     balance_labels: bool = False
+    # with method.verdict_head.enabled: fit a new head on each iteration's model (lcpo_<t>_head) for
+    # the next iteration's samples and eval_final; false keeps the stage-2 model's head (dpo_head)
+    # for all of stage 3 and eval_final. (Not in the samples' fingerprint: their inputs name the head.)
+    refit_head: bool = True
     max_steps: int = -1  # DPO steps per iteration (-1: trainer.dpo's epochs)
     # this stage's DPO settings over trainer.dpo: an SFT term on the chosen (shortest correct) side
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
@@ -143,14 +147,19 @@ class ERPOMethod(Method):
         for t in range(1, m.lcpo.iterations + 1):
             stages += self.lcpo_stages(t, prev)
             prev = f"lcpo_{t}"
-            if head:
+            if head and m.lcpo.refit_head:
                 stages.append(s.verdict_head(prev, m.verdict_head))
-        evals = s.evaluation(final=prev, head_style=m.style if head else None)
+        evals = s.evaluation(final=prev, head_style=m.style if head else None, head_of=self._head_of(prev))
         if m.evaluate_stage1:
             evals.insert(-1, s.eval_stage("eval_sft", "sft"))
         if m.evaluate_stage2 and prev != "dpo":
             evals.insert(-1, s.eval_stage("eval_dpo", "dpo", head=(head_stage_name("dpo"), m.style) if head else None))
         return stages + evals
+
+    def _head_of(self, model_stage: str) -> str:
+        """The model stage whose verdict head opens ``model_stage``'s generations: its own, or the
+        stage-2 model's for every stage-3 model while ``lcpo.refit_head`` is false."""
+        return model_stage if self.mcfg.lcpo.refit_head else "dpo"
 
     @property
     def final_stage(self):
@@ -252,7 +261,7 @@ class ERPOMethod(Method):
             if m.verdict_head.enabled:  # every sample of a prompt opens with the verdict its head calls for
                 from reasonalign.components.verdict_head import VerdictHead, verdict_prefixes
 
-                head = VerdictHead.load(ctx.inputs[head_stage_name(init)])
+                head = VerdictHead.load(ctx.inputs[head_stage_name(self._head_of(init))])
                 prefixes, calls = verdict_prefixes(model, tok, head, [chat_messages(cfg.model, p["text"]) for p in prompts],
                                                    fmt, m.style, m.verdict_head.batch_size)
                 head_calls = dict(zip([p["id"] for p in prompts], calls.tolist(), strict=True))
@@ -298,11 +307,11 @@ class ERPOMethod(Method):
                      {k: stats[k] for k in ("correct", "mean_thought_tokens")})
             return stats
 
-        sampling = without_off({k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps")},
+        sampling = without_off({k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps", "refit_head")},
                                {"reference_fallback": False, "balance_labels": False, "answer_credit": 0.0})
         head = m.verdict_head.enabled
         return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else [])
-                     + ([head_stage_name(init)] if head else []),
+                     + ([head_stage_name(self._head_of(init))] if head else []),
                      config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
                              "rules": cfg.rules, "style": m.style,
                              **({"verdicts": _verdicts(cfg.teacher)} if _verdicts(cfg.teacher) else {}),

@@ -209,14 +209,15 @@ class CommonStages:
                      config={"model": self._model_fp(), "eval": eval_fingerprint(ev), "cot": asdict(self.cfg.cot),
                              **head_fp})
 
-    def evaluation(self, final: str | None, eval_cfg=None, head_style: str | None = None) -> list[Stage]:
+    def evaluation(self, final: str | None, eval_cfg=None, head_style: str | None = None,
+                   head_of: str | None = None) -> list[Stage]:
         """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model (with
-        ``final``'s verdict head when ``head_style`` is given)."""
+        a verdict head when ``head_style`` is given: ``head_of``'s, by default ``final``'s)."""
         out = []
         if self.cfg.eval.evaluate_base or final is None:
             out.append(self.eval_stage("eval_base", None, eval_cfg))
         if final is not None:
-            head = (head_stage_name(final), head_style) if head_style else None
+            head = (head_stage_name(head_of or final), head_style) if head_style else None
             out.append(self.eval_stage("eval_final", final, eval_cfg, head))
         return out
 
