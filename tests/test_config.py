@@ -93,7 +93,7 @@ RECIPES = sorted(r for r in (ROOT / "recipes").glob("*.yaml") if CPU_TAG not in 
 # CPU recipe -> (method doc, the run_dir that marks the measured command it reproduces, the
 # overrides that turn back on what that command switched off to save time: reports only, no model)
 CPU_RECIPES = {
-    "erpo-smollm2-135m-vhead": ("docs/methods/erpo.md", "run_dir=runs/erpo-vhead-t4", []),
+    "erpo-smollm2-135m-vhead": ("docs/methods/erpo.md", "run_dir=runs/erpo-vhead-s2head", []),
     "saro-smollm2-135m-vhead": ("docs/methods/saro.md", "run_dir=runs/saro-vhead-va",
                                 ["method.analysis=true", "method.evaluate_rw=true", "eval.evaluate_base=true"]),
 }
