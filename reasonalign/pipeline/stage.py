@@ -145,36 +145,38 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
             log.info("stage %-16s skipped: finished output with the same fingerprint (%s)", stage.name, fp)
             results[stage.name] = StageResult(stage.name, fp, final, True, 0.0, marker.get("metrics", {}))
             continue
-        if main:
-            if final.exists():
-                log.info("stage %-16s config or inputs changed: re-running (old %s, new %s)",
-                         stage.name, (marker or {}).get("fingerprint"), fp)
-            fp_file = partial / ".fingerprint"
-            if partial.exists() and (not fp_file.exists() or fp_file.read_text().strip() != fp):
-                shutil.rmtree(partial)  # partial work of a different config: not reusable
-            resumed = partial.exists()
-            partial.mkdir(parents=True, exist_ok=True)
-            fp_file.write_text(fp)
-            where = (f" on {f'all {D.world_size()} ranks' if stage.distributed else 'rank 0'}" if ranked else "")
-            log.info("stage %-16s %s%s (%s)", stage.name, "resuming" if resumed else "running", where, fp)
-        D.barrier()
-        ctx = StageContext(stage, partial, {d: results[d].path for d in stage.deps}, run_dir, fp)
         t0 = time.time()
-        metrics: dict = {}
-        if stage.distributed or main:
-            D.in_training_stage(stage.distributed)
-            try:
-                metrics = stage.run(ctx) or {}
-            except KeyboardInterrupt:
-                if main:
-                    log.warning("stage %s interrupted after %.0fs: its work so far stays in %s; the same command "
-                                "resumes it", stage.name, time.time() - t0, partial)
-                raise
-            finally:
-                D.in_training_stage(False)
-                if stage.distributed and ranked:
-                    D.after_training()
-            metrics = {**ctx.metrics, **metrics}
+        try:  # from the stage's first step: a Ctrl-C anywhere in it gets the resume message
+            if main:
+                if final.exists():
+                    log.info("stage %-16s config or inputs changed: re-running (old %s, new %s)",
+                             stage.name, (marker or {}).get("fingerprint"), fp)
+                fp_file = partial / ".fingerprint"
+                if partial.exists() and (not fp_file.exists() or fp_file.read_text().strip() != fp):
+                    shutil.rmtree(partial)  # partial work of a different config: not reusable
+                resumed = partial.exists()
+                partial.mkdir(parents=True, exist_ok=True)
+                fp_file.write_text(fp)
+                where = (f" on {f'all {D.world_size()} ranks' if stage.distributed else 'rank 0'}" if ranked else "")
+                log.info("stage %-16s %s%s (%s)", stage.name, "resuming" if resumed else "running", where, fp)
+            D.barrier()
+            ctx = StageContext(stage, partial, {d: results[d].path for d in stage.deps}, run_dir, fp)
+            t0 = time.time()
+            metrics: dict = {}
+            if stage.distributed or main:
+                D.in_training_stage(stage.distributed)
+                try:
+                    metrics = stage.run(ctx) or {}
+                finally:
+                    D.in_training_stage(False)
+                    if stage.distributed and ranked:
+                        D.after_training()
+                metrics = {**ctx.metrics, **metrics}
+        except KeyboardInterrupt:
+            if main:
+                log.warning("stage %s interrupted after %.0fs: its work so far stays in %s; the same command "
+                            "resumes it", stage.name, time.time() - t0, partial)
+            raise
         seconds = time.time() - t0
         D.barrier()  # every rank is done with the partial directory
         if main:
