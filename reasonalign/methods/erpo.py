@@ -232,6 +232,7 @@ class ERPOMethod(Method):
     def lcpo_pairs_stage(self, t: int, init: str) -> Stage:
         cfg, m = self.config, self.mcfg
         lc = m.lcpo
+        head_stage = head_stage_name(self._head_of(init)) if m.verdict_head.enabled else None
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.cot import CoTFormat, split_response
@@ -258,10 +259,10 @@ class ERPOMethod(Method):
             items = [{"id": f"{p['id']}#s{k}", "messages": chat_messages(cfg.model, p["text"])}
                      for p in prompts for k in range(lc.samples_per_prompt)]
             head_calls = None
-            if m.verdict_head.enabled:  # every sample of a prompt opens with the verdict its head calls for
+            if head_stage:  # every sample of a prompt opens with the verdict its head calls for
                 from reasonalign.components.verdict_head import VerdictHead, verdict_prefixes
 
-                head = VerdictHead.load(ctx.inputs[head_stage_name(self._head_of(init))])
+                head = VerdictHead.load(ctx.inputs[head_stage])
                 prefixes, calls = verdict_prefixes(model, tok, head, [chat_messages(cfg.model, p["text"]) for p in prompts],
                                                    fmt, m.style, m.verdict_head.batch_size)
                 head_calls = dict(zip([p["id"] for p in prompts], calls.tolist(), strict=True))
@@ -309,13 +310,12 @@ class ERPOMethod(Method):
 
         sampling = without_off({k: v for k, v in asdict(lc).items() if k not in ("dpo", "max_steps", "refit_head")},
                                {"reference_fallback": False, "balance_labels": False, "answer_credit": 0.0})
-        head = m.verdict_head.enabled
         return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else [])
-                     + ([head_stage_name(self._head_of(init))] if head else []),
+                     + ([head_stage] if head_stage else []),
                      config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
                              "rules": cfg.rules, "style": m.style,
                              **({"verdicts": _verdicts(cfg.teacher)} if _verdicts(cfg.teacher) else {}),
-                             **({"verdict_head": True} if head else {})})
+                             **({"verdict_head": True} if head_stage else {})})
 
     def lcpo_train_stage(self, t: int, init: str) -> Stage:
         cfg, lc = self.config, self.mcfg.lcpo
