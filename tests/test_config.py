@@ -94,7 +94,7 @@ RECIPES = sorted(r for r in (ROOT / "recipes").glob("*.yaml") if CPU_TAG not in 
 # overrides that turn back on what that command switched off to save time: reports only, no model)
 CPU_RECIPES = {
     "erpo-smollm2-135m-vhead": ("docs/methods/erpo.md", "run_dir=runs/erpo-vhead-s2head", []),
-    "saro-smollm2-135m-vhead": ("docs/methods/saro.md", "run_dir=runs/saro-vhead-va",
+    "saro-smollm2-135m-vhead": ("docs/methods/saro.md", "run_dir=runs/saro-vhead-b32v2",
                                 ["method.analysis=true", "method.evaluate_rw=true", "eval.evaluate_base=true"]),
 }
 REPORT_ONLY_STAGES = ("eval_", "analysis_")
