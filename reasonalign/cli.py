@@ -62,6 +62,29 @@ def build_method(cfg: DictConfig):
     return cls(cfg, mcfg)
 
 
+def preflight(cfg: DictConfig) -> None:
+    """What can be checked before any stage runs: the device, and that every model the run loads
+    from the hub or a local directory can be had; a model over ~1B parameters is not left to
+    generate on a CPU unless ``device=cpu`` was asked for (reasonalign/device.py)."""
+    from reasonalign import device
+    from reasonalign.models import check_source, parameter_count
+
+    dev = device.configure(cfg.get("device", "auto"))
+    m = cfg.model
+    if m.kind == "hf" and not m.random_init:
+        check_source(m.name_or_path, m.revision, f"model {m.name!r}")
+    if cfg.teacher.kind == "hf":
+        check_source(cfg.teacher.model, None, f"teacher {cfg.teacher.name!r}", "teacher.model")
+    if cfg.eval.judge.kind == "classifier":
+        check_source(cfg.eval.judge.model, None, f"judge {cfg.eval.judge.name!r}", "judge.model")
+    if dev == "cpu" and device.requested() != "cpu":
+        n_prompts = sum(cfg.data.train.values()), sum(cfg.data.eval.values())
+        n_tokens = (n_prompts[0] * cfg.responses.max_new_tokens
+                    + n_prompts[1] * cfg.eval.generation.max_new_tokens * (1 + bool(cfg.eval.evaluate_base)))
+        device.check_cpu_generation(m.name, parameter_count(OmegaConf.to_object(m)), n_tokens)
+    log.info("device: %s (device=%s)", dev, device.requested())
+
+
 def run(cfg: DictConfig) -> Path:
     """Run the configured pipeline; returns the report path."""
     from reasonalign import distributed
@@ -72,6 +95,7 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError("eval.verdict_head is for `python -m reasonalign.eval`; a training run fits and uses "
                           "its own head with method.verdict_head.enabled=true")
     method = build_method(cfg)
+    preflight(cfg)
     distributed.validate(cfg.distributed)
     distributed.init(cfg.distributed)
     run_dir = Path(cfg.run_dir)
@@ -118,6 +142,7 @@ def _task(cfg: DictConfig) -> None:
     with exit_codes(cfg.run_dir):
         if distributed.needs_launch(cfg.distributed):
             distributed.validate(cfg.distributed)
+            preflight(cfg)
             sys.exit(distributed.relaunch(cfg.distributed, _ARGV, cfg.run_dir))
         run(cfg)
 

@@ -357,6 +357,10 @@ class Config:
     eval: EvalConfig = MISSING
     distributed: DistributedConfig = MISSING
     run_dir: str = MISSING
+    # where models generate, score, embed and judge: auto (the local rank's GPU when CUDA is
+    # present, else the CPU) | cpu | cuda | cuda:N (reasonalign/device.py). Training placement is
+    # TRL's / accelerate's / DeepSpeed's.
+    device: str = "auto"
     # where ``python -m reasonalign.eval`` writes (eval-only runs)
     eval_dir: str = "runs/eval-${model.name}-${eval.name}"
     seed: int = 0

@@ -457,13 +457,17 @@ def load_tokenizer(cfg: ModelConfig, path: str | os.PathLike | None = None, *,
 
 
 def load_model(cfg: ModelConfig, path: str | os.PathLike | None = None, for_training: bool = False, *,
-               cache: str | os.PathLike | None = None):
+               device: str | None = None, cache: str | os.PathLike | None = None):
     """The model for ``cfg`` (or the one saved in ``path``), in ``cfg.dtype``.
 
-    ``for_training``: train mode with the KV cache off; otherwise eval mode.
+    ``for_training``: train mode with the KV cache off, left where it was loaded (TRL / accelerate /
+    DeepSpeed place it). Otherwise eval mode, on ``device`` (default: the run's device,
+    :func:`reasonalign.device.resolve`).
     """
     import torch
     from transformers import AutoModelForCausalLM
+
+    from reasonalign import device as D
 
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"model {cfg.name!r}: model.dtype {cfg.dtype!r} is not one of {', '.join(DTYPES)}")
@@ -475,12 +479,93 @@ def load_model(cfg: ModelConfig, path: str | os.PathLike | None = None, for_trai
     if for_training:
         model.train()
         model.config.use_cache = False
-    else:
-        model.eval()
-    return model
+        return model
+    model.eval()
+    return D.place(model, device or D.resolve())
 
 
 def chat_messages(cfg: ModelConfig, user_text: str) -> list[dict]:
     """One user turn, after ``cfg.system_prompt`` as a system message when set."""
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     return messages + [{"role": "user", "content": user_text}]
+
+
+# ----------------------------------------------------------------------------- start-up checks
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_FIX = "model.name_or_path=/local/dir (a downloaded copy)"
+
+
+def _looks_local(src: str) -> bool:
+    return src.startswith(("/", ".", "~")) or src.count("/") > 1 or Path(src).exists()
+
+
+def check_source(name_or_path: str | None, revision: str | None = None, what: str = "model",
+                 key: str = "model.name_or_path") -> None:
+    """Fail now, in one line naming ``what``, the cause and the fix, when ``from_pretrained`` could
+    not load ``name_or_path``: a local directory that is missing or has no ``config.json``, a hub id
+    that is malformed, not in the cache while ``HF_HUB_OFFLINE=1``, unknown, gated, or unreachable.
+
+    Asks the hub for ``config.json``'s metadata once (no retries), or nothing when it is cached."""
+    if not name_or_path:
+        raise ConfigError(f"{what}: {key} is not set (a hub id or a local model directory)")
+    src = str(name_or_path)
+    if _looks_local(src):
+        path = Path(src).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"{what}: local model directory {src} does not exist; set {key} to a directory "
+                              f"holding config.json and the weights")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{what}: {src} has no config.json, so it is not a Hugging Face model directory; "
+                              f"set {key} to one (save_pretrained's output)")
+        return
+    if not _HUB_ID.fullmatch(src):
+        raise ConfigError(f"{what}: {src!r} is neither an existing local directory nor a hub id (owner/name); "
+                          f"set {key}")
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(src, "config.json", revision=revision)
+    if isinstance(cached, str):
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError(f"{what}: HF_HUB_OFFLINE is set and {src} is not in the Hugging Face cache "
+                          f"({constants.HF_HUB_CACHE}); download it first (`hf download {src}`) or set {_FIX}")
+    try:
+        get_hf_file_metadata(hf_hub_url(src, "config.json", revision=revision), timeout=10)
+    except Exception as e:  # huggingface_hub's errors, or the HTTP client's connection errors
+        kind = type(e).__name__
+        if kind == "GatedRepoError":
+            cause, fix = "is gated and this machine has no access to it", \
+                f"accept its licence on huggingface.co/{src} and set HF_TOKEN, or set {_FIX}"
+        elif kind in ("RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"):
+            cause, fix = ("does not exist on the hub" + (f" at revision {revision}" if revision else "")
+                          + " (or is private)"), f"check the id, set HF_TOKEN for a private repo, or set {_FIX}"
+        else:
+            cause = f"cannot be fetched from the hub ({kind}: {str(e).splitlines()[0][:120] if str(e) else kind})"
+            fix = f"set {_FIX}, or HF_HUB_OFFLINE=1 with the model already in the Hugging Face cache"
+        raise ConfigError(f"{what}: {src} {cause}; {fix}") from None
+
+
+def parameter_count(cfg: ModelConfig) -> int | None:
+    """The number of parameters ``cfg`` loads, from its config alone (no weights read), or None
+    when that can't be had cheaply (GGUF and tiny models: small by construction)."""
+    from transformers import AutoConfig
+
+    if cfg.random_init:
+        fields = random_init_config(cfg)
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    elif cfg.kind == "hf" and cfg.name_or_path:
+        try:
+            config = AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision,
+                                                trust_remote_code=cfg.trust_remote_code)
+        except Exception:  # check_source reports an unreachable model; the count is only a guard
+            return None
+    else:
+        return None
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    return sum(p.numel() for p in model.parameters())

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from reasonalign import device as D
 from reasonalign.config import ConfigError, LoraSettings, ModelConfig, TrainerConfig
 from reasonalign.distributed import active, after_training, barrier, is_main, world_size
 
@@ -32,7 +33,7 @@ def trl_kwargs(settings: Any, trainer_cfg: TrainerConfig, model_cfg: ModelConfig
     if kw.get("loss_weights") is not None and len(kw["loss_weights"]) != len(kw.get("loss_type") or []):
         raise ConfigError(f"trainer.dpo.loss_weights {kw['loss_weights']} needs one weight per loss_type "
                           f"{kw.get('loss_type')}")
-    on_gpu = torch.cuda.is_available()
+    on_gpu = D.is_cuda(D.resolve())  # device=cpu trains on the CPU of a GPU machine too
     kw.update(
         output_dir=str(output_dir),
         seed=trainer_cfg.seed,
@@ -176,7 +177,8 @@ def _save_deepspeed(trainer, tokenizer, out: Path, save: str, init_dir, model_cf
 
         if init_dir is None or model_cfg is None:
             raise ValueError("merging a LoRA adapter trained under DeepSpeed needs init_dir and model_cfg")
-        base = load_model(model_cfg, init_dir, for_training=False)
+        # merging is arithmetic, not inference: on the CPU, next to the GPU memory training still holds
+        base = load_model(model_cfg, init_dir, for_training=False, device="cpu")
         merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
         merged.config.use_cache = True
         merged.save_pretrained(out, safe_serialization=True)

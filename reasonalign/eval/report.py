@@ -21,7 +21,7 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
     run_dir = Path(run_dir)
     metrics = {"method": method, "model": model_name,
                "stages": {n: {"fingerprint": r.fingerprint, "skipped": r.skipped, "seconds": round(r.seconds, 2),
-                              "metrics": r.metrics} for n, r in results.items()}}
+                              **r.placement, "metrics": r.metrics} for n, r in results.items()}}
     evals = {n: r for n, r in results.items() if n.startswith("eval_")}
     metrics["eval"] = {n.removeprefix("eval_"): r.metrics for n, r in evals.items()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
@@ -97,12 +97,21 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
                     lines.append(f"- **{label}** ({'complied' if row['complied'] else 'refused'}): "
                                  f"_{row['text'][:120]}_ → {resp}")
             lines.append("")
-    lines += ["## Stages", "", "| stage | fingerprint | status | seconds |", "|---|---|---|---|"]
+    lines += ["## Stages", "", "| stage | fingerprint | status | seconds | device | peak memory (MiB) | generation |",
+              "|---|---|---|---|---|---|---|"]
     for n, r in results.items():
-        lines.append(f"| {n} | `{r.fingerprint}` | {'skipped (finished)' if r.skipped else 'ran'} | {r.seconds:.1f} |")
+        p = r.placement
+        peak = f"{p['peak_memory_mib']:.0f} ({_MEMORY_KINDS.get(p.get('memory_kind'), p.get('memory_kind'))})" \
+            if p.get("peak_memory_mib") is not None else "–"
+        lines.append(f"| {n} | `{r.fingerprint}` | {'skipped (finished)' if r.skipped else 'ran'} | {r.seconds:.1f} | "
+                     f"{p.get('device', '–')} | {peak} | {', '.join(p.get('generation_backends') or []) or '–'} |")
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return run_dir / "metrics.json", report
+
+
+_MEMORY_KINDS = {"cuda_max_allocated": "CUDA max allocated", "rss_peak": "peak RSS",
+                 "rss_peak_process": "process peak RSS"}
 
 
 def _pair(d: dict) -> str:

@@ -11,6 +11,8 @@ inputs, so:
   ``stages/<name>/`` with a ``stage.json`` marker, so an interrupted stage never looks complete.
   The partial directory survives an interruption (with the same fingerprint), which lets long
   stages (generation) resume where they stopped.
+* ``stage.json`` also records where the stage ran: its device, peak memory and generation backends
+  (:func:`reasonalign.device.measure`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 log = logging.getLogger("reasonalign.pipeline")
 
 MARKER = "stage.json"
+PLACEMENT_KEYS = ("device", "peak_memory_mib", "memory_kind", "generation_backends")
 
 
 @dataclass
@@ -106,6 +109,8 @@ class StageResult:
     skipped: bool
     seconds: float
     metrics: dict
+    # where it ran (reasonalign/device.py): device, peak_memory_mib, memory_kind, generation_backends
+    placement: dict = field(default_factory=dict)
 
 
 def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResult]:
@@ -121,6 +126,7 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
     done: an interrupted re-run leaves the old result in place (it is not reused: its fingerprint
     differs).
     """
+    from reasonalign import device
     from reasonalign import distributed as D
 
     names = [s.name for s in stages]
@@ -143,7 +149,8 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
         marker = read_marker(final)
         if marker and marker.get("fingerprint") == fp:
             log.info("stage %-16s skipped: finished output with the same fingerprint (%s)", stage.name, fp)
-            results[stage.name] = StageResult(stage.name, fp, final, True, 0.0, marker.get("metrics", {}))
+            results[stage.name] = StageResult(stage.name, fp, final, True, 0.0, marker.get("metrics", {}),
+                                              {k: marker[k] for k in PLACEMENT_KEYS if k in marker})
             continue
         t0 = time.time()
         try:  # from the stage's first step: a Ctrl-C anywhere in it gets the resume message
@@ -163,15 +170,23 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
             ctx = StageContext(stage, partial, {d: results[d].path for d in stage.deps}, run_dir, fp)
             t0 = time.time()
             metrics: dict = {}
+            placement: dict = {}
             if stage.distributed or main:
+                if stage.distributed:  # training needs the GPU memory a generation engine holds
+                    device.release_engines()
                 D.in_training_stage(stage.distributed)
                 try:
-                    metrics = stage.run(ctx) or {}
+                    with device.measure(placement):
+                        metrics = stage.run(ctx) or {}
                 finally:
                     D.in_training_stage(False)
                     if stage.distributed and ranked:
                         D.after_training()
                 metrics = {**ctx.metrics, **metrics}
+                log.info("stage %-16s ran on %s, peak memory %.0f MiB%s", stage.name, placement["device"],
+                         placement["peak_memory_mib"],
+                         f", generation: {', '.join(placement['generation_backends'])}"
+                         if placement["generation_backends"] else "")
         except KeyboardInterrupt:
             if main:
                 log.warning("stage %s interrupted after %.0fs: its work so far stays in %s; the same command "
@@ -184,7 +199,7 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
             (partial / ".fingerprint").unlink(missing_ok=True)
             (partial / MARKER).write_text(
                 json.dumps({"fingerprint": fp, "stage": stage.name, "seconds": round(seconds, 2),
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "metrics": metrics},
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **placement, "metrics": metrics},
                            indent=2, default=str))
             if final.exists():
                 shutil.rmtree(final)  # the old output of a different config, replaced only now
@@ -193,5 +208,5 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
         D.barrier()  # the renamed output exists for everyone
         if not main:
             metrics = (read_marker(final) or {}).get("metrics", {})
-        results[stage.name] = StageResult(stage.name, fp, final, False, seconds, metrics)
+        results[stage.name] = StageResult(stage.name, fp, final, False, seconds, metrics, placement)
     return results

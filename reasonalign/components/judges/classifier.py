@@ -132,15 +132,18 @@ class ClassifierJudge:
 
     def _load(self):
         if self._model is None:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoTokenizer
+
+            from reasonalign.config import ModelConfig
+            from reasonalign.models import load_model
 
             self._tok = AutoTokenizer.from_pretrained(self.cfg.model)
             if self._tok.pad_token is None:
                 self._tok.pad_token = self._tok.eos_token
             self._tok.padding_side = "left"
-            self._model = AutoModelForCausalLM.from_pretrained(self.cfg.model, dtype=getattr(torch, self.cfg.dtype))
-            self._model.eval()
+            # on the run's device (reasonalign/device.py), like every model that generates
+            self._model = load_model(ModelConfig(name="judge", kind="hf", name_or_path=self.cfg.model,
+                                                 dtype=self.cfg.dtype))
 
     def _hf_generate(self, texts: list[str]) -> list[str]:
         import torch

@@ -48,10 +48,11 @@ class HFTeacher:
     def _load(self) -> None:
         import torch
 
+        from reasonalign import device as D
         from reasonalign.models import load_model, load_tokenizer
 
         mcfg = self.model_cfg
-        on_gpu = torch.cuda.is_available()
+        on_gpu = D.is_cuda(D.resolve())
         if on_gpu and mcfg.dtype == "float32" and torch.cuda.is_bf16_supported():
             from dataclasses import replace
 
@@ -59,8 +60,6 @@ class HFTeacher:
         log.info("loading teacher model %s (%s)", mcfg.name_or_path or mcfg.name, mcfg.dtype)
         tok = load_tokenizer(mcfg)
         model = load_model(mcfg)
-        if on_gpu:
-            model = model.to("cuda")
         try:  # some chat templates (e.g. Gemma's) reject a system turn: fold it into the user turn
             tok.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
                                     add_generation_prompt=True, tokenize=False)
