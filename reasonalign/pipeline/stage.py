@@ -172,13 +172,12 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
             metrics: dict = {}
             placement: dict = {}
             if stage.distributed or main:
-                if stage.distributed:  # training needs the GPU memory a generation engine holds
-                    device.release_engines()
                 D.in_training_stage(stage.distributed)
                 try:
                     with device.measure(placement):
                         metrics = stage.run(ctx) or {}
                 finally:
+                    device.release_engines()  # a stage's generation engine (vLLM) frees the GPU for the next
                     D.in_training_stage(False)
                     if stage.distributed and ranked:
                         D.after_training()
