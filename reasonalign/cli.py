@@ -62,14 +62,15 @@ def build_method(cfg: DictConfig):
     return cls(cfg, mcfg)
 
 
-def preflight(cfg: DictConfig) -> None:
-    """What can be checked before any stage runs: the device, and that every model the run loads
-    from the hub or a local directory can be had; a model over ~1B parameters is not left to
-    generate on a CPU unless ``device=cpu`` was asked for (reasonalign/device.py)."""
+def preflight(cfg, n_tokens: int | None = None) -> str:
+    """What can be checked before any stage runs, for the training entry and the eval entry alike:
+    the device (returned), that every model the run loads from the hub or a local directory can be
+    had, and that a model over ~1B parameters is not left to generate ``n_tokens`` (default: the
+    training run's estimate) on a CPU unless ``device=cpu`` was asked for (reasonalign/device.py)."""
     from reasonalign import device
     from reasonalign.models import check_source, parameter_count
 
-    dev = device.configure(cfg.get("device", "auto"))
+    dev = device.configure(cfg.device)
     m = cfg.model
     if m.kind == "hf" and not m.random_init:
         check_source(m.name_or_path, m.revision, f"model {m.name!r}")
@@ -78,11 +79,13 @@ def preflight(cfg: DictConfig) -> None:
     if cfg.eval.judge.kind == "classifier":
         check_source(cfg.eval.judge.model, None, f"judge {cfg.eval.judge.name!r}", "judge.model")
     if dev == "cpu" and device.requested() != "cpu":
-        n_prompts = sum(cfg.data.train.values()), sum(cfg.data.eval.values())
-        n_tokens = (n_prompts[0] * cfg.responses.max_new_tokens
-                    + n_prompts[1] * cfg.eval.generation.max_new_tokens * (1 + bool(cfg.eval.evaluate_base)))
-        device.check_cpu_generation(m.name, parameter_count(OmegaConf.to_object(m)), n_tokens)
+        if n_tokens is None:  # the base model's answers, then each evaluation of the held-out prompts
+            n_tokens = (sum(cfg.data.train.values()) * cfg.responses.max_new_tokens + sum(cfg.data.eval.values())
+                        * cfg.eval.generation.max_new_tokens * (1 + bool(cfg.eval.evaluate_base)))
+        device.check_cpu_generation(m.name, parameter_count(m if not isinstance(m, DictConfig)
+                                                            else OmegaConf.to_object(m)), n_tokens)
     log.info("device: %s (device=%s)", dev, device.requested())
+    return dev
 
 
 def run(cfg: DictConfig) -> Path:

@@ -222,10 +222,13 @@ def init(dcfg: Any) -> None:
     import torch.distributed as dist
 
     timeout = timedelta(minutes=float(_get(dcfg, "timeout_minutes", 720) or 720))
-    cuda = torch.cuda.is_available()
+    from reasonalign import device
+
+    dev = device.resolve()
+    cuda = device.is_cuda(dev)
     if not dist.is_initialized():
         if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
         backend = _get(dcfg, "backend") or ("nccl" if cuda else "gloo")
         dist.init_process_group(backend=backend, timeout=timeout)
     if zero_stage(dcfg) is not None:  # DeepSpeed's comm layer wraps the same process group
@@ -309,12 +312,9 @@ def deepspeed_config(dcfg: Any, cuda: bool | None = None) -> dict | None:
     if stage not in (0, 1, 2, 3):
         raise ConfigError(f"distributed.zero_stage must be 0-3, got {stage}")
     if cuda is None:
-        try:
-            import torch
+        from reasonalign import device
 
-            cuda = torch.cuda.is_available()
-        except Exception:  # pragma: no cover
-            cuda = False
+        cuda = device.is_cuda(device.resolve())
     overlap = _get(dcfg, "overlap_comm")
     overlap = bool(cuda) if overlap is None else bool(overlap)
     reduce_bucket = _get(dcfg, "reduce_bucket_size", "auto")
