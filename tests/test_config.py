@@ -155,15 +155,34 @@ def test_every_recipe_composes_and_names_its_command(recipe):
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
     assert obj.model.kind == "hf" and obj.model.dtype == "bfloat16"
     stages = {s.name: s for s in build_method(OmegaConf.merge(OmegaConf.structured(Config), cfg)).stages()}
-    # a 7B recipe's own trainer and eval settings reach its stages (no 135M CPU-default overrides)
+    # a 7B recipe's stages train and generate at the 7B sizes: the trainer's learning rates and
+    # epochs (no 135M CPU-default overrides), the method's own sequence length and evaluation
+    # budget where it sets one at this size (SaRO's long chains), else the trainer's and eval's
+    own_length, own_tokens = cfg.method.get("max_length"), cfg.method.get("eval_max_new_tokens")
+    assert obj.trainer.sft.learning_rate == 1e-4 and obj.trainer.dpo.learning_rate == 5e-6
     for name, st in stages.items():
         if "dpo" in st.config:
             assert st.config["dpo"]["learning_rate"] == obj.trainer.dpo.learning_rate, name
-            assert st.config["dpo"]["max_length"] == obj.trainer.dpo.max_length, name
+            assert st.config["dpo"]["max_length"] == (own_length or obj.trainer.dpo.max_length) >= 1024, name
         if "sft" in st.config:
             assert st.config["sft"]["num_train_epochs"] == obj.trainer.sft.num_train_epochs, name
+            assert st.config["sft"]["max_length"] == (own_length or obj.trainer.sft.max_length) >= 1024, name
         if "eval" in st.config and "generation" in st.config["eval"]:
-            assert st.config["eval"]["generation"] == dict(vars(obj.eval.generation)), name
+            generation = {**vars(obj.eval.generation), "max_new_tokens": own_tokens or obj.eval.generation.max_new_tokens}
+            assert st.config["eval"]["generation"] == generation and generation["max_new_tokens"] >= 512, name
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_7b_recipe_is_method_x_model_plus_its_teacher(recipe):
+    """A 7-8B recipe's sizes come with its model (conf/scale, conf/method_scale): it composes exactly
+    like `method=<m> model=<model>` with its teacher."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(recipe.parent), version_base="1.3"):
+        from_recipe = compose(recipe.stem, overrides=[f"hydra.searchpath=[file://{CONF}]"])
+    method, model = recipe.stem.split("-", 1)
+    plain = compose_with([f"method={method}", f"model={model}", f"teacher={from_recipe.teacher.name}"])
+    ours, theirs = (OmegaConf.to_container(c, resolve=True) for c in (from_recipe, plain))
+    assert ours.pop("teacher") != theirs.pop("teacher") and ours == theirs
 
 
 def test_dpo_loss_weights_must_match_loss_types(tmp_path):
@@ -194,3 +213,137 @@ def test_redact_hides_secrets_but_keeps_token_budgets():
     assert out["judge"] == {"client_secret": "***", "password": "***"}
     assert out["eval"]["generation"]["max_new_tokens"] == 160
     assert out["lcpo"]["schedule"]["target_tokens"] == 256.0
+
+
+# ------------------------------------------------------------------ settings that follow the model
+# conf/scale/<model>.yaml (after `model` in the defaults list) and conf/method_scale/<method>_<model>.yaml
+# (after `method`); a model without them (hf) gets conf/config.yaml's general values and the schema's.
+METHODS = ["sft", "dpo", "erpo", "saro"]
+MODELS = {"smollm2-135m": [], "mistral7b": [], "llama3-8b": [], "qwen2.5-7b": [], "hf": ["model.name_or_path=x"]}
+SEVEN_B = ("mistral7b", "llama3-8b", "qwen2.5-7b")
+# per size: LoRA rank; per trainer the learning rate, epochs, max_length and the batch per device x
+# gradient accumulation; eval's and the base responses' max_new_tokens; data sizes; bf16
+SIZES = {
+    "smollm2-135m": dict(r=16, alpha=32, sft=(5e-4, 2, 256, 8), dpo=(2e-4, 2, 320, 8), gen=160, responses=64,
+                         train={"harmful": 32, "benign": 16, "borderline": 16},
+                         eval={"harmful": 24, "benign": 12, "borderline": 12}, bf16=True, checkpointing=False),
+    "7b": dict(r=64, alpha=128, sft=(1e-4, 2, 1024, 32), dpo=(5e-6, 1, 1024, 32), gen=512, responses=512,
+               train={"harmful": 800, "benign": 40, "borderline": 150},
+               eval={"harmful": 135, "benign": 40, "borderline": 117}, bf16=True, checkpointing=True),
+    "hf": dict(r=16, alpha=32, sft=(2e-4, 1, 512, 4), dpo=(5e-5, 1, 512, 4), gen=512, responses=256,
+               train={"harmful": 32, "benign": 16, "borderline": 16},
+               eval={"harmful": 24, "benign": 12, "borderline": 12}, bf16=None, checkpointing=False),
+}
+# a method's own stage settings at a size (None: the trainer's / eval's value applies)
+METHOD_SIZES = {
+    ("erpo", "smollm2-135m"): dict(stage2_lr=5e-5, stage2_epochs=1, stage3_lr=5e-5, lcpo=(32, 192, 16)),
+    ("erpo", "7b"): dict(stage2_lr=None, stage2_epochs=None, stage3_lr=None, lcpo=(512, 512, 32)),
+    ("erpo", "hf"): dict(stage2_lr=None, stage2_epochs=None, stage3_lr=None, lcpo=(32, 512, 16)),
+    ("saro", "smollm2-135m"): dict(max_length=384, eval_tokens=320, rw_epochs=3, srpo_lr=2e-4, srpo_epochs=2,
+                                   policy=(192, 16), embedding_batch=8),
+    ("saro", "7b"): dict(max_length=1536, eval_tokens=1024, rw_epochs=None, srpo_lr=None, srpo_epochs=None,
+                         policy=(768, 32), embedding_batch=16),
+    ("saro", "hf"): dict(max_length=None, eval_tokens=None, rw_epochs=None, srpo_lr=None, srpo_epochs=None,
+                         policy=(512, 16), embedding_batch=8),
+}
+
+
+def size_of(model):
+    return "7b" if model in SEVEN_B else model
+
+
+def trains(settings):
+    """(learning rate, epochs, max_length, effective batch per device) of a stage's sft/dpo settings."""
+    s = settings if isinstance(settings, dict) else vars(settings)
+    return (s["learning_rate"], s["num_train_epochs"], s["max_length"],
+            s["per_device_train_batch_size"] * s["gradient_accumulation_steps"])
+
+
+@pytest.mark.parametrize("method,model", [(m, md) for m in METHODS for md in MODELS])
+def test_settings_follow_the_model(method, model):
+    """Each method x model pair composes the sizes of its model (and of the method at that size),
+    and its stages train and generate with them."""
+    cfg = compose_with([f"method={method}", f"model={model}", *MODELS[model]])
+    obj = OmegaConf.to_object(cfg)
+    size = SIZES[size_of(model)]
+    t = obj.trainer
+    assert (t.lora.r, t.lora.alpha, t.bf16) == (size["r"], size["alpha"], size["bf16"])
+    assert trains(t.sft) == size["sft"] and trains(t.dpo) == size["dpo"]
+    assert t.sft.gradient_checkpointing == t.dpo.gradient_checkpointing == size["checkpointing"]
+    assert (obj.data.train, obj.data.eval) == (size["train"], size["eval"])
+    assert obj.eval.generation.max_new_tokens == size["gen"] and obj.responses.max_new_tokens == size["responses"]
+
+    own = METHOD_SIZES.get((method, size_of(model)), {})
+    stages = {s.name: s.config for s in build_method(cfg).stages()}
+    assert stages["base_responses"]["generation"]["max_new_tokens"] == size["responses"]
+    tokens = own.get("eval_tokens") or size["gen"]
+    assert stages["eval_final"]["eval"]["generation"]["max_new_tokens"] == tokens
+    length = own.get("max_length")
+    sft_stage, dpo_stage = ("rw_sft", "srpo") if method == "saro" else ("sft", "dpo")
+    lr, epochs, max_length, batch = size["sft"]
+    if method != "dpo" or cfg.method.sft_warmup:
+        assert trains(stages[sft_stage]["sft"]) == (lr, own.get("rw_epochs") or epochs, length or max_length, batch)
+    if method != "sft":
+        lr, epochs, max_length, batch = size["dpo"]
+        stage_lr = own.get("srpo_lr") or own.get("stage2_lr") or lr
+        stage_epochs = own.get("srpo_epochs") or own.get("stage2_epochs") or epochs
+        assert trains(stages[dpo_stage]["dpo"]) == (stage_lr, stage_epochs, length or max_length, batch)
+    if method == "erpo":
+        assert stages["lcpo_1"]["dpo"]["learning_rate"] == (own["stage3_lr"] or size["dpo"][0])
+        lcpo = stages["lcpo_1_pairs"]["lcpo"]
+        assert (lcpo["prompts_per_iteration"], lcpo["max_new_tokens"], lcpo["batch_size"]) == own["lcpo"]
+    if method == "saro":
+        policy = cfg.method.srpo.policy
+        assert (policy.max_new_tokens, policy.batch_size) == own["policy"]
+        assert cfg.method.embedding.batch_size == stages["analysis_final"]["embedding"]["batch_size"] \
+            == own["embedding_batch"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_7b_models_share_their_sizes_and_tiny_random_the_default(method):
+    """The 7-8B models compose the same sizes (one shared file, scale/7b.yaml); tiny-random, the test
+    stand-in for the embedded default, composes exactly like smollm2-135m but for the model."""
+
+    def without_model(model):
+        cfg = OmegaConf.to_container(compose_with([f"method={method}", f"model={model}"]), resolve=True)
+        del cfg["model"], cfg["run_dir"], cfg["eval_dir"]
+        return cfg
+
+    assert without_model("mistral7b") == without_model("llama3-8b") == without_model("qwen2.5-7b")
+    assert without_model("tiny-random") == without_model("smollm2-135m") != without_model("mistral7b")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_group_choices_win_over_the_model_sizes(method):
+    """trainer=tiny data=tiny eval=tiny come after scale/<model> in the defaults list: with a 7B model
+    they compose exactly as with the tiny test model."""
+    tiny = ["trainer=tiny", "data=tiny", "eval=tiny"]
+    big = OmegaConf.to_object(compose_with([f"method={method}", "model=mistral7b", *tiny]))
+    small = OmegaConf.to_object(compose_with([f"method={method}", "model=tiny-random", *tiny]))
+    assert (big.trainer, big.data, big.eval) == (small.trainer, small.data, small.eval)
+    t = big.trainer
+    assert (t.lora.r, t.bf16, t.sft.learning_rate, t.sft.max_steps, t.sft.max_length) == (8, None, 1e-3, 6, 128)
+    assert (t.dpo.gradient_accumulation_steps, t.dpo.gradient_checkpointing, t.dpo.num_train_epochs) == (1, False, 1)
+    assert big.data.train == {"harmful": 6, "benign": 3, "borderline": 3}
+    assert big.eval.generation.max_new_tokens == 12
+    # the kind from the group, the sizes from the model
+    full = OmegaConf.to_object(compose_with([f"method={method}", "model=mistral7b", "trainer=full"]))
+    assert (full.trainer.finetune, full.trainer.sft.learning_rate, full.trainer.sft.max_length) == ("full", 2e-5, 1024)
+
+
+def test_scale_files_can_be_chosen_for_any_model():
+    """scale=7b method_scale=<method>_7b give any model (model=hf) the 7-8B sizes; every option of
+    both groups composes with its method."""
+    for option in options("scale"):
+        obj = OmegaConf.to_object(compose_with(["model=hf", "model.name_or_path=x", f"scale={option}"]))
+        assert obj.trainer.lora.r == SIZES[size_of(option) if option != "tiny-random" else "smollm2-135m"]["r"]
+    for option in options("method_scale"):
+        method = option.split("_", 1)[0]
+        cfg = compose_with([f"method={method}", "model=hf", "model.name_or_path=x", f"method_scale={option}"])
+        assert build_method(cfg).stages()
+    hf7b, m7b = (OmegaConf.to_container(compose_with(o), resolve=True) for o in (
+        ["method=saro", "model=hf", "model.name_or_path=x", "scale=7b", "method_scale=saro_7b"],
+        ["method=saro", "model=mistral7b"]))
+    for cfg in (hf7b, m7b):
+        del cfg["model"], cfg["run_dir"], cfg["eval_dir"]
+    assert hf7b == m7b
