@@ -40,7 +40,7 @@ def trl_kwargs(settings: Any, trainer_cfg: TrainerConfig, model_cfg: ModelConfig
         report_to="none",
         save_strategy="steps",
         save_steps=trainer_cfg.save_steps,
-        save_total_limit=1,
+        save_total_limit=2,  # a crash while the newest checkpoint is written leaves the one before it whole
         bf16=(on_gpu and model_cfg.dtype == "bfloat16") if trainer_cfg.bf16 is None else trainer_cfg.bf16,
         fp16=on_gpu and model_cfg.dtype == "float16",
         use_cpu=not on_gpu,
@@ -69,21 +69,35 @@ def lora_config(lora: LoraSettings):
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest ``checkpoint-N`` a previous, interrupted attempt left behind."""
-    ckpts = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    """The newest complete ``checkpoint-N`` a previous, interrupted attempt left behind.
+
+    A checkpoint is complete once its ``trainer_state.json`` (which HF ``Trainer`` writes last)
+    parses; a newer, incomplete one (the run died while saving it) is skipped with a warning and
+    removed by rank 0, so training resumes from the checkpoint before it."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    ckpts = sorted((p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                    if p.is_dir() and p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
+    while ckpts:
+        newest = ckpts.pop()
+        try:
+            json.loads((newest / "trainer_state.json").read_text())
+            return str(newest)
+        except (OSError, ValueError):
+            log.warning("checkpoint %s is incomplete (the run stopped while saving it): skipping it%s", newest,
+                        f", resuming from {ckpts[-1].name}" if ckpts else "; training starts over")
+            if is_main():
+                shutil.rmtree(newest, ignore_errors=True)
+    return None
 
 
-class LossLog(TrainerCallback):
-    """Keeps every logged row (loss, rewards...) so the stage can report a trajectory."""
+def log_rows(log_history: list[dict]) -> list[dict]:
+    """The trainer's logged rows (loss, rewards..., and the final summary) with numeric values only.
 
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and state.is_world_process_zero:
-            self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items()
-                                                            if isinstance(v, (int, float))}})
+    ``trainer.state.log_history`` is restored from a checkpoint on resume, so the rows cover the
+    steps before the interruption too."""
+    return [{"step": r.get("step", 0), **{k: v for k, v in r.items() if isinstance(v, (int, float))}}
+            for r in log_history]
 
 
 def _full_params(model, keep: bool):
@@ -104,18 +118,24 @@ def _full_params(model, keep: bool):
 
 
 class InterruptAfterSave(TrainerCallback):
-    """Test hook: stop training right after checkpoint ``$REASONALIGN_INTERRUPT_AFTER_SAVE`` is saved,
-    as a crash would, so a test can check that the next run resumes from it."""
+    """Test hooks: stop training right after checkpoint ``$REASONALIGN_INTERRUPT_AFTER_SAVE`` is saved,
+    as a crash would, so a test can check that the next run resumes from it; the ``checkpoint_write``
+    crash point (reasonalign/pipeline/faults.py)."""
 
     def on_save(self, args, state, control, **kwargs):
         import os
 
+        from reasonalign.pipeline import faults
+
+        if faults.armed("checkpoint_write"):  # fault injection: killed before the checkpoint's last file
+            Path(args.output_dir, f"checkpoint-{state.global_step}", "trainer_state.json").unlink(missing_ok=True)
+            faults.die()
         if os.environ.get("REASONALIGN_INTERRUPT_AFTER_SAVE") == str(state.global_step):
             raise RuntimeError(f"interrupted after saving checkpoint-{state.global_step} (test hook)")
 
 
-def callbacks(losses: LossLog) -> list:
-    return [losses, InterruptAfterSave()]
+def callbacks() -> list:
+    return [InterruptAfterSave()]
 
 
 def parameter_snapshot(model) -> dict[str, torch.Tensor]:
@@ -209,11 +229,15 @@ def run_info(trainer) -> dict:
     return {"world_size": trainer.args.world_size, "zero_stage": stage}
 
 
-def throughput(result, log_rows: list[dict]) -> dict:
-    """The training loop's wall time and tokens/s (TRL's ``num_tokens``: tokens seen on all ranks;
-    after a resume, the resumed part only)."""
+def throughput(result, rows: list[dict], resumed_at: int = 0) -> dict:
+    """The training loop's wall time and tokens/s (TRL's cumulative ``num_tokens``: tokens seen on
+    all ranks), both for this attempt only: after a resume from step ``resumed_at``, the tokens
+    logged up to that step are not this attempt's."""
     runtime = (getattr(result, "metrics", None) or {}).get("train_runtime")
-    tokens = max((r["num_tokens"] for r in log_rows if "num_tokens" in r), default=None)
+    seen = [(r["step"], r["num_tokens"]) for r in rows if "num_tokens" in r]
+    tokens = max((n for _, n in seen), default=None)
+    if tokens is not None and resumed_at:
+        tokens -= max((n for step, n in seen if step <= resumed_at), default=0)
     out = {"train_runtime": runtime, "train_tokens": tokens}
     if runtime and tokens:
         out["train_tokens_per_s"] = round(tokens / runtime, 2)
@@ -258,21 +282,21 @@ def fit(name: str, trainer_cls, config_cls, settings, rows: list[dict], columns:
     model = load_model(model_cfg, init_dir, for_training=True)
     data = Dataset.from_list([{k: r[k] for k in columns} for r in rows])
     peft_config = lora_config(trainer_cfg.lora) if trainer_cfg.finetune == "lora" else None
-    losses = LossLog()
     trainer = trainer_cls(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=callbacks(losses), **trainer_kwargs)
+                          peft_config=peft_config, callbacks=callbacks(), **trainer_kwargs)
     before = parameter_snapshot(trainer.model)
     resume = last_checkpoint(work)
     if resume:
         log.info("resuming %s from %s", name, resume)
     result = trainer.train(resume_from_checkpoint=resume)
     change = parameter_change(before, trainer.model)
-    speed = throughput(result, losses.rows)
+    rows = log_rows(trainer.state.log_history)
+    speed = throughput(result, rows, int(Path(resume).name.split("-")[-1]) if resume else 0)
     model_dir = save_final(trainer, tokenizer, out_dir / "model", trainer_cfg.save, init_dir, model_cfg)
-    write_log(out_dir, losses.rows)
+    write_log(out_dir, rows)
     cleanup_checkpoints(work)
     metrics = {"steps": trainer.state.global_step, "relative_param_change": change, **run_info(trainer), **speed,
-               **summarize(losses.rows, summary_keys)}
+               **summarize(rows, summary_keys)}
     log.info("%s done: %d steps, %s %s", name, trainer.state.global_step, summary_keys[0],
              metrics.get(summary_keys[0]))
     del trainer, model

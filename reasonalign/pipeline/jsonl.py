@@ -64,8 +64,14 @@ def read_finished_lines(path: Path) -> list[dict]:
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
     """Append rows and flush them to disk, so finished work survives an interruption."""
+    from reasonalign.pipeline import faults
+
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     with Path(path).open("a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if faults.armed("jsonl_append"):  # fault injection: a torn append
+            f.write(text[: len(text) // 2])
+            f.flush()
+            faults.die()
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -128,6 +128,7 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
     """
     from reasonalign import device
     from reasonalign import distributed as D
+    from reasonalign.pipeline import faults
 
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
@@ -200,6 +201,7 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
                 json.dumps({"fingerprint": fp, "stage": stage.name, "seconds": round(seconds, 2),
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **placement, "metrics": metrics},
                            indent=2, default=str))
+            faults.point("stage_rename")
             if final.exists():
                 shutil.rmtree(final)  # the old output of a different config, replaced only now
             partial.rename(final)
