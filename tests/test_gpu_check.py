@@ -73,6 +73,34 @@ def test_part_b_overrides_compose_to_zero3_bf16_and_gradient_checkpointing():
     assert deepspeed_config(cfg.distributed, cuda=True)["zero_optimization"]["stage"] == 3
 
 
+STAGES = {  # what part (a) runs: the generating stages (GENERATING) must record a backend
+    "erpo": ["prompts", "base_responses", "erpo_data", "sft", "dpo", "lcpo_1_pairs", "lcpo_1", "eval_base",
+             "eval_final"],
+    "saro": ["prompts", "base_responses", "saro_data", "rw_sft", "srpo_pairs", "srpo", "eval_base", "eval_final",
+             "analysis_base", "analysis_final"],
+}
+
+
+@pytest.mark.parametrize("method", ["erpo", "saro"])
+def test_part_a_runs_every_stage_but_the_intermediate_evaluations(method):
+    """Part (a)'s overrides are real keys (the method builds its stages from them) on a small Llama."""
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.cli import build_method, conf_dir
+    from reasonalign.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[*G.PIPE_METHOD[method], *G.PIPE_MODEL, *G.PIPE_COMMON])
+    names = [st.name for st in build_method(cfg).stages()]
+    assert sorted(names) == sorted(STAGES[method])
+    assert {n for n in names if G.GENERATING.match(n)} == {"base_responses", "eval_base", "eval_final"} | (
+        {"lcpo_1_pairs"} if method == "erpo" else set())
+    assert cfg.model.kind == "tiny_random" and (cfg.model.tiny_layers, cfg.model.tiny_hidden) == (4, 256)
+    assert cfg.model.dtype == "bfloat16" and cfg.trainer.name == "tiny"
+    assert cfg.device == "auto"  # the check is that auto picks the GPU
+
+
 # ------------------------------------------------------------------------------------ the FLOPs
 def test_parameter_counts_by_hand_and_in_a_real_model():
     from peft import LoraConfig, get_peft_model
