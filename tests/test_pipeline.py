@@ -136,3 +136,70 @@ def test_paths_a_stage_reports_into_its_output_follow_the_rename(tmp_path):
         assert metrics["files"] == [str(final / "model")]
         assert metrics["nested"] == {"elsewhere": str(tmp_path / "x.partial")}  # not inside the stage
         assert metrics["steps"] == 3
+
+
+def _leaves(obj, prefix=()):
+    """(path, value) of every leaf field of a dataclass tree."""
+    from dataclasses import fields, is_dataclass
+
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if is_dataclass(v):
+            yield from _leaves(v, (*prefix, f.name))
+        else:
+            yield (*prefix, f.name), v
+
+
+def _flipped(v):
+    if isinstance(v, bool) or v is None:
+        return not v if isinstance(v, bool) else True
+    if isinstance(v, (int, float)):
+        return v + 1
+    if isinstance(v, str):
+        return v + "x"
+    if isinstance(v, list):
+        return [*v, "x"]
+    if isinstance(v, dict):
+        return {**v, "x": 1}
+    raise TypeError(v)
+
+
+def _with(obj, path, value):
+    from dataclasses import replace
+
+    if len(path) == 1:
+        return replace(obj, **{path[0]: value})
+    return replace(obj, **{path[0]: _with(getattr(obj, path[0]), path[1:], value)})
+
+
+@pytest.mark.parametrize("method, stage, kind", [("dpo", "sft", "sft"), ("dpo", "dpo", "dpo"),
+                                                ("erpo", "lcpo_1", "dpo")])
+def test_every_trainer_setting_that_shapes_a_training_stage_is_in_its_fingerprint(method, stage, kind):
+    """Flip each TrainerConfig field: the training stage's fingerprint changes (so it re-runs) unless
+    the field is the other trainer's or declared not to change the output (save_steps, name)."""
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.cli import build_method, conf_dir
+    from reasonalign.config import register_configs
+    from reasonalign.methods.stages import TRAINER_NOT_OUTPUT
+    from reasonalign.pipeline.stage import fingerprint
+
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"method={method}", "model=tiny-random", "data=tiny", "trainer=tiny"])
+    m = build_method(cfg)
+    base = {s.name: s for s in m.stages()}[stage]
+    other = "dpo" if kind == "sft" else "sft"
+    checked = 0
+    for path, value in _leaves(m.config.trainer):
+        m.config.trainer = trainer = _with(m.config.trainer, path, _flipped(value))
+        m.common.cfg = m.config
+        st = {s.name: s for s in m.stages()}[stage]
+        same = fingerprint(st, {}) == fingerprint(base, {})
+        ignored = path[0] in (*TRAINER_NOT_OUTPUT, other)
+        # a method's own stage setting (erpo's lcpo.dpo.*) may override the trainer's value
+        overridden = method == "erpo" and path[0] == "dpo" and getattr(m.mcfg.lcpo.dpo, path[-1], None) is not None
+        assert same == (ignored or overridden), (path, same)
+        checked += not ignored
+        m.config.trainer = _with(trainer, path, value)
+    assert checked >= 12 and "bf16" in {p[0] for p, _ in _leaves(m.config.trainer)}

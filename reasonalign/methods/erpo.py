@@ -28,7 +28,7 @@ from reasonalign.components.length import LengthSchedule
 from reasonalign.components.verdict_head import VerdictHeadConfig
 from reasonalign.config import ConfigError, DPOOverrides, MethodConfig
 from reasonalign.methods.base import Method
-from reasonalign.methods.stages import PROMPTS, RESPONSES, head_stage_name, model_dir_of
+from reasonalign.methods.stages import PROMPTS, RESPONSES, head_stage_name, model_dir_of, trainer_fingerprint
 from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
 
 log = logging.getLogger("reasonalign.erpo")
@@ -340,8 +340,7 @@ class ERPOMethod(Method):
             return stats
 
         return Stage(f"lcpo_{t}", run, deps=[pairs_stage, init], distributed=True,
-                     config={"t": t, "dpo": asdict(trainer.dpo), "finetune": cfg.trainer.finetune,
-                             "lora": asdict(cfg.trainer.lora), "seed": cfg.trainer.seed, "save": cfg.trainer.save})
+                     config={"t": t, **trainer_fingerprint(trainer, "dpo")})
 
 
 def lcpo_prompts(prompts: list[dict], n: int, rng, balance: bool = False) -> list[dict]:

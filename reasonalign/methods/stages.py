@@ -32,6 +32,20 @@ def eval_fingerprint(ev) -> dict:
     return without_off(asdict(ev), EVAL_ONLY_KEYS)
 
 
+# TrainerConfig fields that do not change what a training stage produces: the option's name and how
+# often it checkpoints. Every other field is in the stage's fingerprint, including any added later.
+TRAINER_NOT_OUTPUT = ("name", "save_steps")
+
+
+def trainer_fingerprint(t, kind: str) -> dict:
+    """The trainer settings a ``kind`` (``sft`` | ``dpo``) stage trains with, for its fingerprint: the
+    whole TrainerConfig but the other trainer's settings and :data:`TRAINER_NOT_OUTPUT`."""
+    fp = asdict(t)
+    for key in (*TRAINER_NOT_OUTPUT, "dpo" if kind == "sft" else "sft"):
+        fp.pop(key)
+    return fp
+
+
 def model_dir_of(stage_path: Path) -> str:
     return str(Path(stage_path) / "model")
 
@@ -135,8 +149,7 @@ class CommonStages:
             return train_sft(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, t)
 
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
-                     config={"model": self._model_fp(), "data_file": data[1], "sft": asdict(t.sft),
-                             "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save},
+                     config={"model": self._model_fp(), "data_file": data[1], **trainer_fingerprint(t, "sft")},
                      distributed=True)
 
     def dpo(self, name: str, data: tuple[str, str], init: str | None = None, trainer=None) -> Stage:
@@ -151,8 +164,7 @@ class CommonStages:
             return train_dpo(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, t)
 
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
-                     config={"model": self._model_fp(), "data_file": data[1], "dpo": asdict(t.dpo),
-                             "finetune": t.finetune, "lora": asdict(t.lora), "seed": t.seed, "save": t.save},
+                     config={"model": self._model_fp(), "data_file": data[1], **trainer_fingerprint(t, "dpo")},
                      distributed=True)
 
     def verdict_head(self, model_stage: str, head_cfg) -> Stage:
