@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from reasonalign.config import ConfigError, register_configs, validate_method_config
+from reasonalign.config import ConfigError, ReasonalignError, register_configs, validate_method_config
 
 log = logging.getLogger("reasonalign")
 
@@ -62,28 +62,41 @@ def build_method(cfg: DictConfig):
     return cls(cfg, mcfg)
 
 
-def preflight(cfg, n_tokens: int | None = None) -> str:
+def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
     """What can be checked before any stage runs, for the training entry and the eval entry alike:
-    the device (returned), that every model the run loads from the hub or a local directory can be
-    had, and that a model over ~1B parameters is not left to generate ``n_tokens`` (default: the
-    training run's estimate) on a CPU unless ``device=cpu`` was asked for (reasonalign/device.py)."""
+    sizes and counts are positive, the rule set parses, the teacher's and judge's settings are
+    complete, the device (returned) exists, every model the run loads from the hub or a local
+    directory can be had, and a model over ~1B parameters is not left to generate ``n_tokens``
+    (default: the training run's estimate) on a CPU unless ``device=cpu`` was asked for
+    (reasonalign/device.py)."""
     from reasonalign import device
+    from reasonalign.components.rules import load_rules
+    from reasonalign.config import check_sizes
     from reasonalign.models import check_source, parameter_count
 
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_object(cfg)
+    check_sizes(cfg, "")
+    check_sizes(method_cfg, "method")
+    load_rules(cfg.rules)
     dev = device.configure(cfg.device)
-    m = cfg.model
+    m, teacher, judge = cfg.model, cfg.teacher, cfg.eval.judge
     if m.kind == "hf" and not m.random_init:
         check_source(m.name_or_path, m.revision, f"model {m.name!r}")
-    if cfg.teacher.kind == "hf":
-        check_source(cfg.teacher.model, None, f"teacher {cfg.teacher.name!r}", "teacher.model")
-    if cfg.eval.judge.kind == "classifier":
-        check_source(cfg.eval.judge.model, None, f"judge {cfg.eval.judge.name!r}", "judge.model")
+    if teacher.kind == "hf":
+        check_source(teacher.model, None, f"teacher {teacher.name!r}", "teacher.model")
+    if teacher.kind == "openai" and not teacher.model:
+        raise ConfigError(f"teacher {teacher.name!r}: teacher.model is not set (the served model's id at "
+                          f"teacher.base_url)")
+    if judge.kind == "classifier":
+        check_source(judge.model, None, f"judge {judge.name!r}", "judge.model")
+    if judge.kind == "api" and not judge.model:
+        raise ConfigError(f"judge {judge.name!r}: judge.model is not set (the served model's id at judge.base_url)")
     if dev == "cpu" and device.requested() != "cpu":
         if n_tokens is None:  # the base model's answers, then each evaluation of the held-out prompts
             n_tokens = (sum(cfg.data.train.values()) * cfg.responses.max_new_tokens + sum(cfg.data.eval.values())
                         * cfg.eval.generation.max_new_tokens * (1 + bool(cfg.eval.evaluate_base)))
-        device.check_cpu_generation(m.name, parameter_count(m if not isinstance(m, DictConfig)
-                                                            else OmegaConf.to_object(m)), n_tokens)
+        device.check_cpu_generation(m.name, parameter_count(m), n_tokens)
     log.info("device: %s (device=%s)", dev, device.requested())
     return dev
 
@@ -98,7 +111,7 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError("eval.verdict_head is for `python -m reasonalign.eval`; a training run fits and uses "
                           "its own head with method.verdict_head.enabled=true")
     method = build_method(cfg)
-    preflight(cfg)
+    preflight(method.config, method.mcfg)
     distributed.validate(cfg.distributed)
     distributed.init(cfg.distributed)
     run_dir = Path(cfg.run_dir)
@@ -122,21 +135,37 @@ def run(cfg: DictConfig) -> Path:
     return report
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill <pid>``, a scheduler's time limit): stops a run the way Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 @contextmanager
 def exit_codes(resume_dir):
-    """The entry points' exits: bad input prints one error line and exits 2; Ctrl-C exits 130
-    (finished stages and the interrupted stage's work so far are kept, so the same command resumes)."""
-    from reasonalign.data.schema import DataError
+    """The entry points' exits: bad input (any :class:`ReasonalignError`) prints one error line and
+    exits 2; Ctrl-C exits 130 and SIGTERM 143 (finished stages and the interrupted stage's work so
+    far are kept, so the same command resumes)."""
+    import signal
 
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ReasonalignError, FileNotFoundError) as e:
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"interrupted: run the same command again to resume in {resume_dir}", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"{what}: run the same command again to resume in {resume_dir}", file=sys.stderr)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
+    finally:
+        if previous in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _task(cfg: DictConfig) -> None:
@@ -145,7 +174,8 @@ def _task(cfg: DictConfig) -> None:
     with exit_codes(cfg.run_dir):
         if distributed.needs_launch(cfg.distributed):
             distributed.validate(cfg.distributed)
-            preflight(cfg)
+            method = build_method(cfg)
+            preflight(method.config, method.mcfg)
             sys.exit(distributed.relaunch(cfg.distributed, _ARGV, cfg.run_dir))
         run(cfg)
 

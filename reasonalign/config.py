@@ -399,8 +399,44 @@ def validate_method_config(node: DictConfig | dict, schema: type) -> DictConfig:
     return merged
 
 
-class ConfigError(ValueError):
+class ReasonalignError(Exception):
+    """A problem with the user's input or environment (config, data, rules, teacher, judge): the
+    entry points print its message as one line and exit 2, without a traceback."""
+
+
+class ConfigError(ReasonalignError, ValueError):
     """A configuration problem found at start-up."""
+
+
+# sizes and counts that must be positive wherever a config (or a method's config) has them; None
+# means "not set" (the trainer's / eval's value)
+POSITIVE = {"batch_size", "max_new_tokens", "per_device_train_batch_size", "gradient_accumulation_steps",
+            "max_length", "max_tokens", "concurrency", "samples_per_prompt", "prompts_per_iteration", "rw_samples",
+            "samples", "iterations", "logging_steps", "save_steps", "learning_rate", "num_train_epochs",
+            "timeout_s", "tiny_layers", "tiny_hidden", "eval_max_new_tokens", "k"}
+
+
+def check_sizes(obj: Any, where: str) -> None:
+    """Every :data:`POSITIVE` field in the dataclass tree ``obj`` is > 0 (or None), every count in
+    a ``train``/``eval`` label map >= 0, ``max_steps`` is -1 or > 0: else a ConfigError naming the key."""
+    from dataclasses import fields, is_dataclass
+
+    if not is_dataclass(obj):
+        return
+    for f in fields(obj):
+        v, key = getattr(obj, f.name), f"{where}.{f.name}" if where else f.name
+        if is_dataclass(v):
+            check_sizes(v, key)
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif f.name in POSITIVE and isinstance(v, (int, float)) and v <= 0:
+            raise ConfigError(f"{key}={v}: must be > 0")
+        elif f.name == "max_steps" and isinstance(v, int) and v != -1 and v <= 0:
+            raise ConfigError(f"{key}={v}: must be -1 (epochs decide) or > 0")
+        elif f.name in ("train", "eval") and isinstance(v, dict):
+            for label, n in v.items():
+                if not isinstance(n, int) or n < 0:
+                    raise ConfigError(f"{key}.{label}={n}: must be a count >= 0")
 
 
 def to_container(cfg: Any) -> Any:

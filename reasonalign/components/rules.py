@@ -55,6 +55,8 @@ from pathlib import Path
 
 import yaml
 
+from reasonalign.config import ReasonalignError
+
 TOP_KEYS = ("name", "description", "fallback", "generic_categories", "rules", "no_rule")
 RULE_KEYS = ("id", "title", "rule", "safe_alternative", "examples", "aliases", "keywords")
 LIST_FIELDS = ("examples", "aliases", "keywords")
@@ -64,7 +66,7 @@ DEFAULT_FALLBACK = "S2"
 SHIPPED_PACKAGE = "reasonalign.components.rulesets"
 
 
-class RuleSetError(ValueError):
+class RuleSetError(ReasonalignError, ValueError):
     """A rule set that cannot be loaded; the message names the file, the entry and the field."""
 
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from reasonalign.config import ReasonalignError
+
 LABELS = ("harmful", "benign", "borderline")
 ROLES = ("system", "user", "assistant")
 
 
-class DataError(ValueError):
+class DataError(ReasonalignError, ValueError):
     """Bad input, located: the file, the line (1-based; row for csv) and the field."""
 
     def __init__(self, file: str, line: int | None, field: str | None, message: str):

@@ -32,7 +32,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from reasonalign.config import ConfigError, DataSourceConfig
+from reasonalign.config import ConfigError, DataSourceConfig, ReasonalignError
 from reasonalign.data.schema import DataError, PromptRecord, check_label, prompt_record_from_row
 from reasonalign.paths import cache_dir
 
@@ -50,11 +50,11 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HASH_MARKER = ".wheel-sha256"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(ReasonalignError, RuntimeError):
     """``pip download`` could not fetch a pinned wheel."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(ReasonalignError, ValueError):
     """A downloaded or local file does not have the pinned sha256."""
 
 

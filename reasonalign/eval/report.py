@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from reasonalign.pipeline import StageResult, read_jsonl
+from reasonalign.pipeline import StageResult, dumps, read_jsonl
 
 
 def _fmt(r: dict | None) -> str:
@@ -24,7 +24,7 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
                               **r.placement, "metrics": r.metrics} for n, r in results.items()}}
     evals = {n: r for n, r in results.items() if n.startswith("eval_")}
     metrics["eval"] = {n.removeprefix("eval_"): r.metrics for n, r in evals.items()}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (run_dir / "metrics.json").write_text(dumps(metrics))
 
     lines = [f"# reasonalign report: `{method}` on `{model_name}`", ""]
     lines += ["## Evaluation (held-out prompts, refusal judge, 95% Wilson intervals)", "",
@@ -61,7 +61,12 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
                   "(both include jailbreak-wrapped copies of harmful prompts)",
                   f"- per label, before wrapping: train {rep.get('train')}, eval {rep.get('eval')}",
                   f"- dedup removed {rep.get('dedup_removed', 0)}; train/eval leakage removed: "
-                  f"{json.dumps(rep.get('leakage_removed', {}), default=str)[:300]}", ""]
+                  f"{json.dumps(rep.get('leakage_removed', {}), default=str)[:300]}"]
+        if rep.get("shortfall"):
+            lines.append(f"- **fewer prompts than asked for** (the sources hold no more): {json.dumps(rep['shortfall'])}")
+        if rep.get("too_long_removed"):
+            lines.append(f"- prompts longer than the model's context left out: {json.dumps(rep['too_long_removed'])}")
+        lines.append("")
     train = {n: r for n, r in results.items() if "steps" in r.metrics}
     if train:
         lines += ["## Training", "", "| stage | steps | loss first → last | reward margin first → last | rel. param change |",

@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 from reasonalign.config import CoTConfig, EvalConfig, ModelConfig
 from reasonalign.eval.metrics import rate
-from reasonalign.pipeline import read_jsonl, write_jsonl
+from reasonalign.pipeline import dumps, read_jsonl, write_jsonl
 
 log = logging.getLogger("reasonalign.eval")
 
@@ -115,7 +114,7 @@ def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg
     write_jsonl(Path(out_dir) / "judged.jsonl", rows)
     metrics["model_path"] = model_path
     metrics["generation_seconds"] = round(seconds, 2)
-    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (Path(out_dir) / "metrics.json").write_text(dumps(metrics))
     log.info("eval: harmful compliance %.3f, benign compliance %.3f, mean tokens %.1f",
              metrics["harmful_compliance"]["rate"], metrics["benign_compliance"]["rate"],
              metrics["mean_response_tokens"])

@@ -15,14 +15,13 @@ Per benchmark (``metrics.json`` of its directory):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
 
 from reasonalign.config import ConfigError, CoTConfig, EvalConfig, ModelConfig
 from reasonalign.eval.metrics import rate
-from reasonalign.pipeline import read_jsonl, write_jsonl
+from reasonalign.pipeline import dumps, read_jsonl, write_jsonl
 
 log = logging.getLogger("reasonalign.eval.suite")
 
@@ -208,7 +207,7 @@ def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[d
     from reasonalign.components.judges import judge_name
 
     m["judge"] = judge_name(eval_cfg.judge)
-    (out_dir / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
+    (out_dir / "metrics.json").write_text(dumps(m))
     hl = m[m["headline"]]
     log.info("benchmark %-22s %s %.3f (n=%d)", name, m["headline"], hl["rate"], hl["n"])
     return m

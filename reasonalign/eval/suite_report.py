@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from reasonalign.pipeline import dumps
 
 FAMILY_ORDER = ("harmful", "jailbreak", "overrefusal", "benign", "custom")
 
@@ -168,6 +169,6 @@ def write_suite_report(out_dir: Path, title: str, models: dict[str, dict[str, di
         lengths = plot_lengths(judged, out_dir / "lengths.png")
         lines += ["## Response lengths", "", f"![reasoning and answer lengths]({lengths.name})", ""]
     metrics = {"kind": "suite", "title": title, "models": models, **(extra or {})}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (out_dir / "metrics.json").write_text(dumps(metrics))
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return out_dir / "metrics.json", out_dir / "report.md"

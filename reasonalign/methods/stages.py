@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reasonalign.config import Config
 from reasonalign.paths import cache_dir
-from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
+from reasonalign.pipeline import Stage, StageContext, dumps, read_jsonl, without_off, write_jsonl
 
 log = logging.getLogger("reasonalign.stages")
 
@@ -80,6 +80,13 @@ class CommonStages:
             from reasonalign.data.prompts import prompt_splits
 
             train, evals, report = prompt_splits(self.cfg.data, self.cache)
+            train, evals = self._fit_context(train, evals, report)
+            short = {split: {label: f"{report[split].get(label, 0)} of {n}" for label, n in asked.items()
+                             if report[split].get(label, 0) < n} for split, asked in report["asked"].items()}
+            short = {split: v for split, v in short.items() if v}
+            if short:
+                report["shortfall"] = short
+                log.warning("prompts: the sources hold fewer prompts than asked for: %s", short)
             write_jsonl(ctx.out / "train_prompts.jsonl", (r.to_dict() for r in train))
             write_jsonl(ctx.out / "eval_prompts.jsonl", (r.to_dict() for r in evals))
             (ctx.out / "split_report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -88,11 +95,51 @@ class CommonStages:
             return {"train": len(train), "eval": len(evals), "split_report": report}
 
         data = asdict(self.cfg.data)  # an empty exclude (added later) keeps older runs' fingerprints
+        data["max_prompt_tokens"] = self._max_prompt_tokens_fp()
         # an exclude field with no values excludes nothing: left out, like an empty exclude
         for src in data["sources"]:
             src["exclude"] = {f: vs for f, vs in src["exclude"].items() if vs}
         data["sources"] = [without_off(src, {"exclude": {}}) for src in data["sources"]]
         return Stage(PROMPTS, run, config=data)
+
+    def _generation_budget(self) -> int:
+        return max(self.cfg.responses.max_new_tokens, self.cfg.eval.generation.max_new_tokens)
+
+    def _max_prompt_tokens_fp(self) -> dict:
+        """What decides the longest prompt kept (the model's context, from its config, minus the
+        generation budget), for the prompts stage's fingerprint, without loading anything."""
+        return {"model": self._model_fp(), "budget": self._generation_budget()}
+
+    def _fit_context(self, train: list, evals: list, report: dict) -> tuple[list, list]:
+        """Drop prompts whose tokens and the generation budget exceed the model's context (a 1 MB
+        prompt would otherwise reach generation and ask for tens of GB); the count goes to the
+        report and the console."""
+        from transformers import AutoConfig
+
+        from reasonalign.models import load_tokenizer
+
+        path = self.base_model_dir()
+        config = AutoConfig.from_pretrained(path, trust_remote_code=self.cfg.model.trust_remote_code)
+        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if not context:
+            return train, evals
+        limit = int(context) - self._generation_budget()
+        tok = load_tokenizer(self.cfg.model, path)
+        kept, dropped = [], {}
+        for split, rows in (("train", train), ("eval", evals)):
+            ok = [r for r in rows if 4 * len(r.text) <= limit or len(tok(r.text, add_special_tokens=False).input_ids) <= limit]
+            kept.append(ok)
+            if len(ok) < len(rows):
+                dropped[split] = len(rows) - len(ok)
+        if dropped:
+            from collections import Counter
+
+            for split, rows in zip(("train", "eval"), kept, strict=True):
+                report[split] = dict(Counter(r.label for r in rows))
+            report["too_long_removed"] = {"max_prompt_tokens": limit, **dropped}
+            log.warning("prompts: %s prompts longer than %d tokens (the model's context %d minus the generation "
+                        "budget) left out", dropped, limit, context)
+        return kept[0], kept[1]
 
     def base_responses(self) -> Stage:
         """The base model's own answers to the training prompts (batched, resumable)."""
@@ -211,7 +258,7 @@ class CommonStages:
                                                        self.cfg.cot, train, self.cache,
                                                        verdict_head=ctx.inputs[head[0]] if head else None,
                                                        style=head[1] if head else "ex_ante")
-                (ctx.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+                (ctx.out / "metrics.json").write_text(dumps(metrics))
             return metrics
 
         suite = bool(ev.benchmarks or ev.prompt_files)

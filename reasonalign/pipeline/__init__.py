@@ -1,4 +1,4 @@
-from reasonalign.pipeline.jsonl import append_jsonl, read_finished_lines, read_jsonl, write_jsonl
+from reasonalign.pipeline.jsonl import append_jsonl, dumps, read_finished_lines, read_jsonl, write_jsonl
 from reasonalign.pipeline.stage import (
     MARKER,
     PipelineError,
@@ -17,6 +17,7 @@ __all__ = [
     "StageContext",
     "StageResult",
     "append_jsonl",
+    "dumps",
     "read_finished_lines",
     "read_jsonl",
     "read_marker",

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN (``jq`` and
+    browsers reject it), so a rate over an empty group is written as ``null``."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps(value, **kwargs) -> str:
+    """``json.dumps`` of :func:`json_safe` ``value`` (indented; other types through ``str``)."""
+    return json.dumps(json_safe(value), allow_nan=False, **{"indent": 2, "default": str, **kwargs})
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:

@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reasonalign.config import ReasonalignError
+from reasonalign.pipeline.jsonl import dumps
+
 log = logging.getLogger("reasonalign.pipeline")
 
 MARKER = "stage.json"
@@ -56,7 +59,7 @@ class StageContext:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class PipelineError(RuntimeError):
+class PipelineError(ReasonalignError, RuntimeError):
     pass
 
 
@@ -198,9 +201,8 @@ def run_pipeline(stages: Sequence[Stage], run_dir: Path) -> dict[str, StageResul
             metrics = relocated(metrics, partial, final)  # paths into the output as it will be named
             (partial / ".fingerprint").unlink(missing_ok=True)
             (partial / MARKER).write_text(
-                json.dumps({"fingerprint": fp, "stage": stage.name, "seconds": round(seconds, 2),
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **placement, "metrics": metrics},
-                           indent=2, default=str))
+                dumps({"fingerprint": fp, "stage": stage.name, "seconds": round(seconds, 2),
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **placement, "metrics": metrics}))
             faults.point("stage_rename")
             if final.exists():
                 shutil.rmtree(final)  # the old output of a different config, replaced only now

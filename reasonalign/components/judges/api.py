@@ -20,12 +20,12 @@ import re
 from collections.abc import Sequence
 
 from reasonalign.components.openai_http import ChatClient
-from reasonalign.config import ConfigError, JudgeConfig
+from reasonalign.config import ConfigError, JudgeConfig, ReasonalignError
 
 log = logging.getLogger("reasonalign.judges.api")
 
 
-class JudgeError(RuntimeError):
+class JudgeError(ReasonalignError, RuntimeError):
     """The judge's server could not be used."""
 
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from reasonalign.components.cot import EX_ANTE, LONG_CHAIN, PATH_ANSWER, PATH_CARE, PATH_REFUSE
+from reasonalign.config import ReasonalignError
 
 if TYPE_CHECKING:
     from reasonalign.components.cot import CoTFormat, ThoughtRequest
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 KINDS = ("rules", "hf", "openai")
 
 
-class TeacherError(RuntimeError):
+class TeacherError(ReasonalignError, RuntimeError):
     """A teacher could not write its thoughts (server unreachable, request rejected, ...)."""
 
 
