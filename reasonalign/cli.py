@@ -16,7 +16,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from reasonalign.config import ConfigError, ReasonalignError, register_configs, validate_method_config
+from reasonalign.config import (
+    ConfigError,
+    ReasonalignError,
+    check_known_keys,
+    register_configs,
+    validate_method_config,
+)
 
 log = logging.getLogger("reasonalign")
 
@@ -54,6 +60,7 @@ def redact(node):
 def build_method(cfg: DictConfig):
     from reasonalign.methods.registry import get_method
 
+    check_known_keys(cfg)
     name = cfg.method.get("name") if isinstance(cfg.method, DictConfig) else None
     if not name:
         raise ConfigError("the method config has no 'name'")

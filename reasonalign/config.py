@@ -388,6 +388,32 @@ def register_configs() -> None:
     cs.store(name="reasonalign_schema", node=Config)
 
 
+def check_known_keys(node: DictConfig, where: str = "") -> None:
+    """Every key of a composed config belongs to its dataclass: Hydra's ``+key=value`` (which its
+    own error message suggests for a typo) can add a key the schema does not have, which would
+    otherwise be accepted and ignored. Free-form ``dict`` fields (``extra``, ``config_overrides``)
+    take any key."""
+    from dataclasses import fields, is_dataclass
+
+    from omegaconf import ListConfig
+
+    schema = OmegaConf.get_type(node)
+    if is_dataclass(schema):
+        names = {f.name for f in fields(schema)}
+        for key in node.keys():
+            if key not in names:
+                raise ConfigError(f"unknown key {where}{key}: {schema.__name__} has no such field (a typo? "
+                                  f"`python -m reasonalign --cfg job` prints every key)")
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and is_dataclass(OmegaConf.get_type(child)):
+            check_known_keys(child, f"{where}{key}.")
+        elif isinstance(child, ListConfig) and not child._is_none() and not child._is_missing():
+            for i, item in enumerate(child):
+                if isinstance(item, DictConfig):
+                    check_known_keys(item, f"{where}{key}.{i}.")
+
+
 def validate_method_config(node: DictConfig | dict, schema: type) -> DictConfig:
     """Merge a ``method`` node into its method's dataclass; an unknown key fails with its name."""
     base = OmegaConf.structured(schema)

@@ -125,3 +125,29 @@ def test_metrics_files_hold_null_not_nan(tmp_path):
     text = (res["empty"].path / "stage.json").read_text()
     marker = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in stage.json"))
     assert marker["metrics"]["benign"]["rate"] is None and marker["metrics"]["benign"]["n"] == 0
+
+
+@pytest.mark.parametrize("kind, row, where", [
+    ("sft", {"prompt": [{"role": "user", "content": "hi"}]}, r"line 2.*completion.*missing field"),
+    ("sft", {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "user", "content": "x"}]},
+     r"line 2.*completion.*last message must have role 'assistant'"),
+    ("dpo", {"prompt": "text", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"},
+     r"line 2.*chosen.*mixes TRL's formats"),
+])
+def test_training_rows_are_checked_with_file_line_and_field(tmp_path, kind, row, where):
+    from reasonalign.methods.stages import training_rows
+
+    good = ({"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "x"}]}
+            if kind == "sft" else {"prompt": "p", "chosen": "a", "rejected": "b"})
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ReasonalignError, match=f"{re.escape(str(path))}.*{where}"):
+        training_rows(path, kind)
+    path.write_text(json.dumps(good) + "\n")
+    assert training_rows(path, kind) == [good]
+
+
+def test_a_key_added_with_plus_that_the_schema_lacks_fails():
+    with pytest.raises(ConfigError, match="unknown key trainer.sft.learning_rte: SFTSettings has no such field"):
+        method_of("method=dpo", "+trainer.sft.learning_rte=1e-3")
+    method_of("method=dpo", "+trainer.sft.extra.packing=false")  # extra: any TRL field, passed through

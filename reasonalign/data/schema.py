@@ -86,18 +86,30 @@ def _check_messages(value: object, file: str, line: int | None, field: str, last
         raise DataError(file, line, field, f"last message must have role {last_role!r}")
 
 
-def check_sft_row(row: dict, file: str, line: int | None) -> None:
-    for key in ("prompt", "completion"):
+def _check_pair_format(row: dict, file: str, line: int | None, keys: tuple[str, ...]) -> bool:
+    """TRL's two formats: conversational (lists of messages) or standard (text); every field of a row
+    in the same one. Returns True for conversational."""
+    for key in keys:
         if key not in row:
             raise DataError(file, line, key, "missing field")
-    _check_messages(row["prompt"], file, line, "prompt", "user")
-    _check_messages(row["completion"], file, line, "completion", "assistant")
+    conversational = not isinstance(row[keys[0]], str)
+    for key in keys:
+        if isinstance(row[key], str) == conversational:
+            raise DataError(file, line, key, "mixes TRL's formats: every field is text, or every field is messages")
+        if isinstance(row[key], str) and not row[key].strip() and key == "prompt":
+            raise DataError(file, line, key, "empty prompt")
+    return conversational
+
+
+def check_sft_row(row: dict, file: str, line: int | None) -> None:
+    if _check_pair_format(row, file, line, ("prompt", "completion")):
+        _check_messages(row["prompt"], file, line, "prompt", "user")
+        _check_messages(row["completion"], file, line, "completion", "assistant")
 
 
 def check_preference_row(row: dict, file: str, line: int | None) -> None:
-    for key in ("prompt", "chosen", "rejected"):
-        if key not in row:
-            raise DataError(file, line, key, "missing field")
+    if not _check_pair_format(row, file, line, ("prompt", "chosen", "rejected")):
+        return
     _check_messages(row["prompt"], file, line, "prompt", "user")
     _check_messages(row["chosen"], file, line, "chosen", "assistant")
     _check_messages(row["rejected"], file, line, "rejected", "assistant")

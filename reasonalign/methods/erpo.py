@@ -28,7 +28,14 @@ from reasonalign.components.length import LengthSchedule
 from reasonalign.components.verdict_head import VerdictHeadConfig
 from reasonalign.config import ConfigError, DPOOverrides, MethodConfig
 from reasonalign.methods.base import Method
-from reasonalign.methods.stages import PROMPTS, RESPONSES, head_stage_name, model_dir_of, trainer_fingerprint
+from reasonalign.methods.stages import (
+    PROMPTS,
+    RESPONSES,
+    head_stage_name,
+    model_dir_of,
+    trainer_fingerprint,
+    training_rows,
+)
 from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
 
 log = logging.getLogger("reasonalign.erpo")
@@ -331,7 +338,7 @@ class ERPOMethod(Method):
             # the sampling stage's metrics (lambda, scheduler state, sample stats) travel on: the
             # next iteration reads them from this stage's marker
             stats = dict(_marker_metrics(ctx.inputs[pairs_stage]))
-            pairs = read_jsonl(ctx.inputs[pairs_stage] / "pairs.jsonl")
+            pairs = training_rows(ctx.inputs[pairs_stage] / "pairs.jsonl", "dpo")
             policy = model_dir_of(ctx.inputs[init])
             if pairs:
                 stats["dpo"] = train_dpo(policy, pairs, ctx.out, cfg.model, trainer)

@@ -46,6 +46,18 @@ def trainer_fingerprint(t, kind: str) -> dict:
     return fp
 
 
+def training_rows(path: Path, kind: str) -> list[dict]:
+    """The rows of an SFT (``kind="sft"``) or preference (``"dpo"``) data file, each checked against
+    TRL's schema (docs/plugins.md): a bad row fails before training with its file, line and field."""
+    from reasonalign.data.schema import check_preference_row, check_sft_row
+
+    check = check_sft_row if kind == "sft" else check_preference_row
+    rows = read_jsonl(path)
+    for i, row in enumerate(rows, 1):
+        check(row, str(path), i)
+    return rows
+
+
 def model_dir_of(stage_path: Path) -> str:
     return str(Path(stage_path) / "model")
 
@@ -192,7 +204,7 @@ class CommonStages:
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.sft import train_sft
 
-            rows = read_jsonl(ctx.inputs[data[0]] / data[1])
+            rows = training_rows(ctx.inputs[data[0]] / data[1], "sft")
             return train_sft(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, t)
 
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
@@ -207,7 +219,7 @@ class CommonStages:
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.dpo import train_dpo
 
-            rows = read_jsonl(ctx.inputs[data[0]] / data[1])
+            rows = training_rows(ctx.inputs[data[0]] / data[1], "dpo")
             return train_dpo(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, t)
 
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
