@@ -188,9 +188,11 @@ def _record_digest(path: Path) -> str:
 def installed_member(uri: str, wheel_sha256: str | None = None) -> Path | None:
     """The installed copy of a ``pypi:dist==ver!path`` member, or None when it can't be trusted.
 
-    Used only when ``dist`` is installed at exactly ``ver`` and the file matches the sha256 in
-    the distribution's ``RECORD``; if pip recorded the wheel's own hash (``direct_url.json``), it
-    must equal ``wheel_sha256``.
+    Used only when ``dist`` is installed at exactly ``ver``, the file matches the sha256 in the
+    distribution's ``RECORD`` and, with a ``wheel_sha256`` pin, pip recorded that the distribution
+    came from exactly that wheel (``direct_url.json``'s hash, written when installing from a file
+    or URL). A plain ``pip install`` from an index records no hash, and ``RECORD`` comes with the
+    package itself, so it proves nothing against the pin: the pinned wheel is fetched instead.
     """
     import importlib.metadata as md
 
@@ -210,9 +212,11 @@ def installed_member(uri: str, wheel_sha256: str | None = None) -> Path | None:
             direct = json.loads(dist.read_text("direct_url.json") or "{}")
         except ValueError:
             direct = {}
-        recorded = (direct.get("archive_info") or {}).get("hashes", {}).get("sha256")
-        if recorded and recorded.lower() != wheel_sha256.lower():
-            log.warning("installed %s==%s came from another wheel (sha256 %s); not using it", name, version, recorded)
+        info = direct.get("archive_info") or {}
+        recorded = info.get("hashes", {}).get("sha256") or (info.get("hash") or "").removeprefix("sha256=") or None
+        if not recorded or recorded.lower() != wheel_sha256.lower():
+            log.info("installed %s==%s is not known to come from the pinned wheel (recorded sha256: %s); "
+                     "fetching the pinned wheel", name, version, recorded)
             return None
     for f in dist.files or ():
         if f.as_posix() != member:

