@@ -189,11 +189,34 @@ def _task(cfg: DictConfig) -> None:
 
 _ARGV: list[str] = []  # the user's command-line overrides, replayed by a distributed relaunch
 
+# Hydra's flags that take a value (``--info`` takes one optionally: the next word unless it is an override)
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                "-cd", "--experimental-rerun", "--info", "-i"}
+
+
+def hydra_argv(args: list[str]) -> list[str]:
+    """``args`` with Hydra's flags (and their values) before the overrides, so that a flag may come
+    anywhere (``model=x --cfg job method=y``): Hydra's own parser stops at the first flag."""
+    flags, overrides, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-"):  # an override never does (key=, +key=, ~key)
+            flags.append(a)
+            takes = a in _VALUE_FLAGS and i + 1 < len(args)
+            if takes and not (a in ("--info", "-i") and ("=" in args[i + 1] or args[i + 1].startswith("-"))):
+                flags.append(args[i + 1])
+                i += 1
+        else:
+            overrides.append(a)
+        i += 1
+    return flags + overrides
+
 
 def main() -> None:
     from reasonalign.distributed import hydra_rank_overrides
 
     register_configs()
+    sys.argv[1:] = hydra_argv(sys.argv[1:])
     _ARGV[:] = sys.argv[1:]
     sys.argv += hydra_rank_overrides()  # ranks > 0 write no Hydra logs or config copies
     hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(_task)()

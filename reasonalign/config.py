@@ -362,7 +362,7 @@ class Config:
     # TRL's / accelerate's / DeepSpeed's.
     device: str = "auto"
     # where ``python -m reasonalign.eval`` writes (eval-only runs)
-    eval_dir: str = "runs/eval-${model.name}-${eval.name}"
+    eval_dir: str = "runs/eval-${safe_name:${model.name}}-${eval.name}"
     seed: int = 0
     # generation of training responses (self-distillation of the base model)
     responses: GenerationSettings = field(default_factory=GenerationSettings)
@@ -386,6 +386,16 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="reasonalign_schema", node=Config)
+    # ${safe_name:...}: a name fit for one path component (a hub id's "/" would nest run directories)
+    OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)
+
+
+def safe_name(value: Any) -> str:
+    """``value`` as one path component: every run of characters other than letters, digits, ``.``,
+    ``_`` and ``-`` becomes ``_`` (``Qwen/Qwen2.5-0.5B-Instruct`` -> ``Qwen_Qwen2.5-0.5B-Instruct``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value)).strip("._") or "model"
 
 
 def check_known_keys(node: DictConfig, where: str = "") -> None:

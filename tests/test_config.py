@@ -347,3 +347,19 @@ def test_scale_files_can_be_chosen_for_any_model():
     for cfg in (hf7b, m7b):
         del cfg["model"], cfg["run_dir"], cfg["eval_dir"]
     assert hf7b == m7b
+
+
+def test_hydra_flags_may_come_anywhere_and_hub_ids_do_not_nest_run_dirs():
+    import subprocess
+    import sys
+
+    from reasonalign.cli import hydra_argv
+
+    assert hydra_argv(["model=x", "--cfg", "job", "method=y", "-m", "--info", "a=b", "--config-dir", "d"]) == \
+        ["--cfg", "job", "-m", "--info", "--config-dir", "d", "model=x", "method=y", "a=b"]
+    for entry in ("reasonalign", "reasonalign.eval"):
+        r = subprocess.run([sys.executable, "-m", entry, "model=hf", "model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct",
+                            "--cfg", "job", "--resolve", "data=tiny"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert "runs/dpo-Qwen_Qwen2.5-0.5B-Instruct-tiny" in r.stdout
+        assert "eval_dir: runs/eval-Qwen_Qwen2.5-0.5B-Instruct-" in r.stdout

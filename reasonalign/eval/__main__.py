@@ -6,7 +6,7 @@
 
 The same config tree as ``python -m reasonalign`` (``conf/config.yaml``), with ``eval=suite`` as
 the default. One resumable pipeline stage per benchmark under ``eval_dir`` (default
-``runs/eval-${model.name}-${eval.name}``): re-running skips finished benchmarks and an interrupted
+``runs/eval-${safe_name:${model.name}}-${eval.name}``): re-running skips finished benchmarks and an interrupted
 one resumes its generations. Writes ``report.md``, ``metrics.json``, ``rates.png`` and
 ``lengths.png``. A checkpoint inside a run (``<run>/stages/<stage>/model``) is leakage-checked against
 that run's training prompts (or set ``eval.train_prompts=<run dir or file>``). A model trained with
@@ -131,12 +131,14 @@ def _task(cfg: DictConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    # defaults go last: Hydra's flags (--config-dir DIR, --cfg job) must come before the overrides
+    # hydra_argv puts Hydra's flags (--config-dir DIR, --cfg job) before every override
     if not any(a.split("=", 1)[0].lstrip("+~") == "eval" for a in args):
         args.append("eval=suite")
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args.append("hydra.run.dir=${eval_dir}")
-    sys.argv = [sys.argv[0], *args]
+    from reasonalign.cli import hydra_argv
+
+    sys.argv = [sys.argv[0], *hydra_argv(args)]
     register_configs()
     hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(_task)()
 
