@@ -69,6 +69,24 @@ def build_method(cfg: DictConfig):
     return cls(cfg, mcfg)
 
 
+# trainer.report_to backends and the package each needs
+_LOGGERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow",
+            "comet_ml": "comet_ml", "clearml": "clearml", "dvclive": "dvclive", "neptune": "neptune"}
+
+
+def _check_report_to(report_to) -> None:
+    import importlib.util
+
+    for name in report_to:
+        if name in ("none", "all"):
+            continue
+        if name not in _LOGGERS:
+            raise ConfigError(f"trainer.report_to: unknown logger {name!r} (one of none, {', '.join(_LOGGERS)})")
+        if importlib.util.find_spec(_LOGGERS[name]) is None:
+            raise ConfigError(f"trainer.report_to={name} needs the {_LOGGERS[name]!r} package: pip install "
+                              f"{_LOGGERS[name]}, or set trainer.report_to=[none]")
+
+
 def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
     """What can be checked before any stage runs, for the training entry and the eval entry alike:
     sizes and counts are positive, the rule set parses, the teacher's and judge's settings are
@@ -86,6 +104,7 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
     check_sizes(cfg, "")
     check_sizes(method_cfg, "method")
     load_rules(cfg.rules)
+    _check_report_to(cfg.trainer.report_to)
     dev = device.configure(cfg.device)
     m, teacher, judge = cfg.model, cfg.teacher, cfg.eval.judge
     if m.kind == "hf" and not m.random_init:

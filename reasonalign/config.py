@@ -191,6 +191,9 @@ class TrainerConfig:
     # (autocast). On a CPU it depends on the CPU: 1.7x faster than fp32 on the 2026-11-23 machine,
     # 1.3x slower on an Intel Xeon without AMX (docs/benchmarks.md, section 4: measure yours)
     bf16: bool | None = None
+    # where TRL sends training logs (its report_to): none | tensorboard | wandb | trackio | mlflow ...;
+    # tensorboard writes under stages/<stage>/trainer/runs/. Checked at start-up: the package must import.
+    report_to: list[str] = field(default_factory=lambda: ["none"])
 
 
 @dataclass

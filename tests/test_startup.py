@@ -151,3 +151,20 @@ def test_a_key_added_with_plus_that_the_schema_lacks_fails():
     with pytest.raises(ConfigError, match="unknown key trainer.sft.learning_rte: SFTSettings has no such field"):
         method_of("method=dpo", "+trainer.sft.learning_rte=1e-3")
     method_of("method=dpo", "+trainer.sft.extra.packing=false")  # extra: any TRL field, passed through
+
+
+def test_report_to_reaches_trl_and_its_package_is_checked_at_start_up(tmp_path, monkeypatch):
+    import importlib.util
+
+    from reasonalign.components.training import trl_kwargs
+
+    m = method_of("method=dpo")
+    assert m.config.trainer.report_to == ["none"]  # the embedded default logs nowhere
+    assert method_of("method=dpo", "model=mistral7b").config.trainer.report_to == ["tensorboard"]  # 7-8B settings
+    m = method_of("method=dpo", "trainer.report_to=[tensorboard]")
+    kw = trl_kwargs(m.config.trainer.sft, m.config.trainer, m.config.model, tmp_path)
+    assert kw["report_to"] == ["tensorboard"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"trainer.report_to=tensorboard needs the 'tensorboard' package"):
+        preflight(m.config, m.mcfg)

@@ -37,7 +37,7 @@ def trl_kwargs(settings: Any, trainer_cfg: TrainerConfig, model_cfg: ModelConfig
     kw.update(
         output_dir=str(output_dir),
         seed=trainer_cfg.seed,
-        report_to="none",
+        report_to=list(trainer_cfg.report_to) or ["none"],
         save_strategy="steps",
         save_steps=trainer_cfg.save_steps,
         save_total_limit=2,  # a crash while the newest checkpoint is written leaves the one before it whole

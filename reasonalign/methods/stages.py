@@ -32,9 +32,9 @@ def eval_fingerprint(ev) -> dict:
     return without_off(asdict(ev), EVAL_ONLY_KEYS)
 
 
-# TrainerConfig fields that do not change what a training stage produces: the option's name and how
-# often it checkpoints. Every other field is in the stage's fingerprint, including any added later.
-TRAINER_NOT_OUTPUT = ("name", "save_steps")
+# TrainerConfig fields that do not change what a training stage produces: the option's name, how
+# often it checkpoints, where it logs. Every other field is in the stage's fingerprint, including any added later.
+TRAINER_NOT_OUTPUT = ("name", "save_steps", "report_to")
 
 
 def trainer_fingerprint(t, kind: str) -> dict:
