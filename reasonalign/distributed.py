@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from reasonalign.config import ConfigError, DistributedConfig, ModelConfig, TrainerConfig
+from reasonalign.config import ConfigError, DistributedConfig
 
 log = logging.getLogger("reasonalign.distributed")
 
@@ -360,7 +360,7 @@ def deepspeed_config(dcfg: Any, cuda: bool | None = None) -> dict | None:
     return ds
 
 
-def trainer_deepspeed(trainer_cfg: TrainerConfig | None = None, model_cfg: ModelConfig | None = None) -> dict | None:
+def trainer_deepspeed() -> dict | None:
     """The DeepSpeed config of this run (set by :func:`init`), for the training wrappers."""
     return deepspeed_config(active())
 
