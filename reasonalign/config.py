@@ -112,27 +112,19 @@ class SFTSettings:
     lr_scheduler_type: str = "constant"
     logging_steps: int = 1
     gradient_checkpointing: bool = False
-    # any further trl.SFTConfig keyword, passed through (TRL validates it)
+    # any further trl.SFTConfig / trl.DPOConfig keyword, passed through (TRL validates it)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class DPOSettings:
+class DPOSettings(SFTSettings):
+    """SFT's settings, a lower default learning rate, and DPO's own."""
+
     learning_rate: float = 5e-5
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    warmup_steps: float = 0.0  # steps, or a fraction in [0, 1) of all steps
-    lr_scheduler_type: str = "constant"
-    logging_steps: int = 1
-    gradient_checkpointing: bool = False
     beta: float = 0.1
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
     # one weight per loss_type (TRL's loss_weights); null: 1.0 each
     loss_weights: list[float] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -92,25 +92,28 @@ def test_short_real_run_on_smollm2(tmp_path):
     assert base["n_prompts"] > 0 and base["mean_response_tokens"] > 0
 
 
-def test_ctrl_c_stops_the_run_and_the_same_command_resumes(tmp_path):
-    """SIGINT (Ctrl-C) in the middle of a run: exit status 130, a message naming the stage, no
-    output of that stage that looks finished; the same command then skips what finished before."""
+@pytest.mark.parametrize("sig, status, said", [(signal.SIGINT, 130, "interrupted"),
+                                               (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_stops_the_run_and_the_same_command_resumes(tmp_path, sig, status, said):
+    """SIGINT (Ctrl-C) or SIGTERM (kill, a scheduler's limit) in the middle of a run: exit status 130
+    or 143, a message naming the stage, no output of that stage that looks finished; the same command
+    then skips what finished before."""
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "reasonalign", "method=sft", *TINY, f"run_dir={run_dir}",
             "eval.evaluate_base=false"]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
-    for line in p.stdout:  # SIGINT as soon as the training stage starts
+    for line in p.stdout:  # the signal as soon as the training stage starts
         lines.append(line)
         if re.search(r"stage sft +running", line):
-            p.send_signal(signal.SIGINT)
+            p.send_signal(sig)
             break
     out = "".join(lines) + p.stdout.read()
-    assert p.wait(timeout=600) == 130, out[-3000:]
+    assert p.wait(timeout=600) == status, out[-3000:]
     m = re.search(r"stage (\w+) interrupted after \d+s: its work so far stays in", out)
     assert m, out[-3000:]
     stopped = m.group(1)
-    assert "interrupted: run the same command again to resume" in out
+    assert f"{said}: run the same command again to resume" in out
     assert not (run_dir / "stages" / stopped).exists() and not (run_dir / "metrics.json").exists()
     assert (run_dir / "stages" / f"{stopped}.partial").is_dir()
 

@@ -199,31 +199,26 @@ class CommonStages:
     def sft(self, name: str, data: tuple[str, str], init: str | None = None, trainer=None) -> Stage:
         """SFT on ``data = (stage, file)``, starting from stage ``init``'s model (None: the base).
         ``trainer``: a method's own TrainerConfig for this stage (default ``cfg.trainer``)."""
-        t = trainer or self.cfg.trainer
-
-        def run(ctx: StageContext) -> dict:
-            from reasonalign.components.sft import train_sft
-
-            rows = training_rows(ctx.inputs[data[0]] / data[1], "sft")
-            return train_sft(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, t)
-
-        return Stage(name, run, deps=[data[0]] + ([init] if init else []),
-                     config={"model": self._model_fp(), "data_file": data[1], **trainer_fingerprint(t, "sft")},
-                     distributed=True)
+        return self._training("sft", name, data, init, trainer)
 
     def dpo(self, name: str, data: tuple[str, str], init: str | None = None, trainer=None) -> Stage:
         """DPO on ``data``; ``init``'s model is both the starting policy and the reference.
         ``trainer``: a method's own TrainerConfig for this stage (default ``cfg.trainer``)."""
+        return self._training("dpo", name, data, init, trainer)
+
+    def _training(self, kind: str, name: str, data: tuple[str, str], init: str | None, trainer) -> Stage:
         t = trainer or self.cfg.trainer
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.dpo import train_dpo
+            from reasonalign.components.sft import train_sft
 
-            rows = training_rows(ctx.inputs[data[0]] / data[1], "dpo")
-            return train_dpo(self._init_dir(ctx, init), rows, ctx.out, self.cfg.model, t)
+            rows = training_rows(ctx.inputs[data[0]] / data[1], kind)
+            return (train_sft if kind == "sft" else train_dpo)(self._init_dir(ctx, init), rows, ctx.out,
+                                                               self.cfg.model, t)
 
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
-                     config={"model": self._model_fp(), "data_file": data[1], **trainer_fingerprint(t, "dpo")},
+                     config={"model": self._model_fp(), "data_file": data[1], **trainer_fingerprint(t, kind)},
                      distributed=True)
 
     def verdict_head(self, model_stage: str, head_cfg) -> Stage:
