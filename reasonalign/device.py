@@ -125,6 +125,30 @@ def generation_backend(request: str = "auto", device: str | None = None) -> str:
     return "vllm" if is_cuda(dev) and vllm_importable() else "hf"
 
 
+VLLM_DEVICE = "cuda:0"  # vLLM places its engine on the first visible GPU itself
+
+
+def generation_choice(request: str = "auto", device: str | None = None) -> tuple[str, str]:
+    """:func:`generation_backend`'s answer for ``request`` on ``device``, and why (for the log line).
+
+    vLLM also needs the device to be the first visible GPU (:data:`VLLM_DEVICE`), where it puts its
+    engine itself: on another GPU ``auto`` takes ``hf`` and ``vllm`` is an error (select the GPU
+    with ``CUDA_VISIBLE_DEVICES`` instead)."""
+    dev = device or resolve()
+    name = generation_backend(request, dev)
+    if name == "vllm" and dev != VLLM_DEVICE:
+        if request == "vllm":
+            raise ConfigError(f"generation_backend=vllm runs on the first visible GPU ({VLLM_DEVICE}), not {dev}: "
+                              f"select the GPU with CUDA_VISIBLE_DEVICES=N and device=auto, or use "
+                              f"generation_backend=auto or hf")
+        return "hf", f"vLLM runs on {VLLM_DEVICE} only; select the GPU with CUDA_VISIBLE_DEVICES"
+    if request != "auto":
+        return name, f"generation_backend={request}"
+    if name == "vllm":
+        return name, "vllm installed and a GPU"
+    return name, "no GPU" if not is_cuda(dev) else "vllm not installed: pip install -e .[vllm]"
+
+
 def note_backend(name: str) -> None:
     """Record that the running stage generated with backend ``name`` (lands in its ``stage.json``)."""
     if _state["backends"] is not None and name not in _state["backends"]:
