@@ -65,11 +65,15 @@ def build_method(cfg: DictConfig):
 def preflight(cfg: DictConfig) -> None:
     """What can be checked before any stage runs: the device, and that every model the run loads
     from the hub or a local directory can be had; a model over ~1B parameters is not left to
-    generate on a CPU unless ``device=cpu`` was asked for (reasonalign/device.py)."""
+    generate on a CPU unless ``device=cpu`` was asked for (reasonalign/device.py);
+    ``generation_backend=vllm`` without a GPU or without vllm fails here."""
     from reasonalign import device
     from reasonalign.models import check_source, parameter_count
 
     dev = device.configure(cfg.get("device", "auto"))
+    # rank 0 generates (on cuda:0 under device=auto); the other ranks only train
+    backend, why = (device.generation_choice(cfg.get("generation_backend", "auto"), dev) if device.local_rank() == 0
+                    else ("none", f"local rank {device.local_rank()} does not generate"))
     m = cfg.model
     if m.kind == "hf" and not m.random_init:
         check_source(m.name_or_path, m.revision, f"model {m.name!r}")
@@ -82,7 +86,7 @@ def preflight(cfg: DictConfig) -> None:
         n_tokens = (n_prompts[0] * cfg.responses.max_new_tokens
                     + n_prompts[1] * cfg.eval.generation.max_new_tokens * (1 + bool(cfg.eval.evaluate_base)))
         device.check_cpu_generation(m.name, parameter_count(OmegaConf.to_object(m)), n_tokens)
-    log.info("device: %s (device=%s)", dev, device.requested())
+    log.info("device: %s (device=%s); generation backend: %s (%s)", dev, device.requested(), backend, why)
 
 
 def run(cfg: DictConfig) -> Path:

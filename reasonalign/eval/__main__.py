@@ -38,6 +38,7 @@ def _digest(obj) -> str:
 
 def run_eval(cfg: DictConfig | Config) -> Path:
     """Evaluate ``cfg.model`` on ``cfg.eval``'s benchmarks into ``cfg.eval_dir``; the report path."""
+    from reasonalign import device
     from reasonalign.components.judges import get_judge
     from reasonalign.eval.suite import (
         ModelHandle,
@@ -47,12 +48,16 @@ def run_eval(cfg: DictConfig | Config) -> Path:
         train_prompts_file,
     )
     from reasonalign.eval.suite_report import write_suite_report
+    from reasonalign.methods.stages import LEGACY_EVAL_KEYS
     from reasonalign.models import resolve_model_dir
     from reasonalign.paths import cache_dir
     from reasonalign.pipeline import Stage, read_jsonl, run_pipeline
 
     config: Config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
     ev = config.eval
+    dev = device.configure(config.device)
+    backend, why = device.generation_choice(config.generation_backend, dev)  # a bad request fails here
+    log.info("device: %s (device=%s); generation backend: %s (%s)", dev, device.requested(), backend, why)
     if not ev.benchmarks and not ev.prompt_files:
         raise ConfigError(f"eval={ev.name} has no benchmarks: use eval=suite (or eval=suite_tiny), or give "
                           f"eval.prompt_files=[file.jsonl,...]")
@@ -69,7 +74,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
     weights = sorted(Path(model_path).glob("*.safetensors")) if Path(model_path).is_dir() else []
     model_fp = {"model": asdict(config.model), "path": model_path,
                 "weights": [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]}
-    handle = ModelHandle(config.model, model_path)
+    handle = ModelHandle(config.model, model_path, config.generation_backend)
     head, head_fp, head_file = None, {}, None
     if ev.verdict_head:
         from reasonalign.components.cot import CoTFormat
@@ -100,7 +105,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
                                       head)
 
         return Stage(f"bench_{name}", run, config={
-            **model_fp, "generation": asdict(ev.generation), "judge": asdict(ev.judge), "backend": ev.backend,
+            **model_fp, "generation": asdict(ev.generation), "judge": asdict(ev.judge), **LEGACY_EVAL_KEYS,
             "cot": asdict(config.cot), "rows": _digest(rows), "train": _digest(train_texts),
             "threshold": ev.near_duplicate_threshold, **head_fp})
 
