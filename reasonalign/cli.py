@@ -104,8 +104,10 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
     check_sizes(cfg, "")
     check_sizes(method_cfg, "method")
     load_rules(cfg.rules)
-    _check_report_to(cfg.trainer.report_to)
     dev = device.configure(cfg.device)
+    # rank 0 generates (on cuda:0 under device=auto); the other ranks only train
+    backend, why = (device.generation_choice(cfg.generation_backend, dev) if device.local_rank() == 0
+                    else ("none", f"local rank {device.local_rank()} does not generate"))
     m, teacher, judge = cfg.model, cfg.teacher, cfg.eval.judge
     if m.kind == "hf" and not m.random_init:
         check_source(m.name_or_path, m.revision, f"model {m.name!r}")
@@ -123,7 +125,8 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
             n_tokens = (sum(cfg.data.train.values()) * cfg.responses.max_new_tokens + sum(cfg.data.eval.values())
                         * cfg.eval.generation.max_new_tokens * (1 + bool(cfg.eval.evaluate_base)))
         device.check_cpu_generation(m.name, parameter_count(m), n_tokens)
-    log.info("device: %s (device=%s)", dev, device.requested())
+    _check_report_to(cfg.trainer.report_to)
+    log.info("device: %s (device=%s); generation backend: %s (%s)", dev, device.requested(), backend, why)
     return dev
 
 

@@ -263,7 +263,6 @@ class EvalConfig:
     # eval-only entry: a run dir or train_prompts.jsonl to check leakage against (default: found
     # from a checkpoint path runs/<run>/stages/<stage>/model)
     train_prompts: str | None = None
-    backend: str = "auto"  # auto (vLLM when installed and a GPU is present) | hf | vllm
     # eval-only entry: a verdict_head.json (or the stage dir holding one, e.g.
     # runs/<run>/stages/srpo_head) whose verdict opens every thought, in reasoning style
     # verdict_style (ERPO: ex_ante, SaRO: long_chain). Training runs use method.verdict_head instead.
@@ -356,6 +355,10 @@ class Config:
     # present, else the CPU) | cpu | cuda | cuda:N (reasonalign/device.py). Training placement is
     # TRL's / accelerate's / DeepSpeed's.
     device: str = "auto"
+    # what every model generation runs on (base answers, the hf teacher, on-policy sampling,
+    # evaluation): auto (vLLM when it is installed, `pip install -e .[vllm]`, and the device is a
+    # GPU, else transformers) | hf | vllm (an error without both). Not part of any fingerprint.
+    generation_backend: str = "auto"
     # where ``python -m reasonalign.eval`` writes (eval-only runs)
     eval_dir: str = "runs/eval-${safe_name:${model.name}}-${eval.name}"
     seed: int = 0

@@ -125,6 +125,30 @@ def generation_backend(request: str = "auto", device: str | None = None) -> str:
     return "vllm" if is_cuda(dev) and vllm_importable() else "hf"
 
 
+VLLM_DEVICE = "cuda:0"  # vLLM places its engine on the first visible GPU itself
+
+
+def generation_choice(request: str = "auto", device: str | None = None) -> tuple[str, str]:
+    """:func:`generation_backend`'s answer for ``request`` on ``device``, and why (for the log line).
+
+    vLLM also needs the device to be the first visible GPU (:data:`VLLM_DEVICE`), where it puts its
+    engine itself: on another GPU ``auto`` takes ``hf`` and ``vllm`` is an error (select the GPU
+    with ``CUDA_VISIBLE_DEVICES`` instead)."""
+    dev = device or resolve()
+    name = generation_backend(request, dev)
+    if name == "vllm" and dev != VLLM_DEVICE:
+        if request == "vllm":
+            raise ConfigError(f"generation_backend=vllm runs on the first visible GPU ({VLLM_DEVICE}), not {dev}: "
+                              f"select the GPU with CUDA_VISIBLE_DEVICES=N and device=auto, or use "
+                              f"generation_backend=auto or hf")
+        return "hf", f"vLLM runs on {VLLM_DEVICE} only; select the GPU with CUDA_VISIBLE_DEVICES"
+    if request != "auto":
+        return name, f"generation_backend={request}"
+    if name == "vllm":
+        return name, "vllm installed and a GPU"
+    return name, "no GPU" if not is_cuda(dev) else "vllm not installed: pip install -e .[vllm]"
+
+
 def note_backend(name: str) -> None:
     """Record that the running stage generated with backend ``name`` (lands in its ``stage.json``)."""
     if _state["backends"] is not None and name not in _state["backends"]:
@@ -141,23 +165,46 @@ def release_engines() -> None:
     """Free every generation engine (before a training stage needs the GPU)."""
     for fn in list(_releasers):
         fn()
-    if cuda_available():
-        import gc
+    empty_cache()
 
-        import torch
 
-        gc.collect()
-        torch.cuda.empty_cache()
+def _cuda_runtime():
+    """``torch.cuda`` when its runtime really answers (not only when CUDA is reported, which a test
+    may fake), else None."""
+    if not cuda_available():
+        return None
+    import torch
+
+    try:
+        torch.cuda.current_device()
+    except (AssertionError, RuntimeError):  # a CPU build of torch
+        return None
+    return torch.cuda
+
+
+def empty_cache() -> None:
+    """Return freed GPU memory to the device (a no-op without CUDA)."""
+    import gc
+
+    gc.collect()
+    if (cuda := _cuda_runtime()) is not None:
+        cuda.empty_cache()
+
+
+def free_memory_fraction() -> float | None:
+    """The share of the current GPU's memory that is free now (None without CUDA)."""
+    if (cuda := _cuda_runtime()) is None:
+        return None
+    free, total = cuda.mem_get_info()
+    return free / total
 
 
 # ------------------------------------------------------------------------------------ peak memory
 
 
 def _reset_peak(dev: str) -> None:
-    if dev.startswith("cuda") and cuda_available():
-        import torch
-
-        torch.cuda.reset_peak_memory_stats(dev)
+    if dev.startswith("cuda") and (cuda := _cuda_runtime()) is not None:
+        cuda.reset_peak_memory_stats(dev)
         return
     with contextlib.suppress(OSError):  # Linux: "5" resets the peak RSS (VmHWM) to the current RSS
         with open("/proc/self/clear_refs", "w") as f:
@@ -165,10 +212,8 @@ def _reset_peak(dev: str) -> None:
 
 
 def _peak_mib(dev: str) -> tuple[float, str]:
-    if dev.startswith("cuda") and cuda_available():
-        import torch
-
-        return torch.cuda.max_memory_allocated(dev) / 2**20, "cuda_max_allocated"
+    if dev.startswith("cuda") and (cuda := _cuda_runtime()) is not None:
+        return cuda.max_memory_allocated(dev) / 2**20, "cuda_max_allocated"
     try:
         with open("/proc/self/status") as f:
             for line in f:

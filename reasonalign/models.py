@@ -436,6 +436,13 @@ def _source(cfg: ModelConfig, path: str | os.PathLike | None, cache) -> tuple[st
     return src, ({"revision": cfg.revision} if cfg.kind == "hf" and cfg.revision and not cfg.random_init else {})
 
 
+def model_source(cfg: ModelConfig, path: str | os.PathLike | None = None,
+                 cache: str | os.PathLike | None = None) -> tuple[str, dict]:
+    """What :func:`load_model` loads for ``cfg`` (or ``path``), and the hub keyword arguments that
+    apply there (``revision``); e.g. for another engine (vLLM) to load the same model."""
+    return _source(cfg, path, cache)
+
+
 def load_tokenizer(cfg: ModelConfig, path: str | os.PathLike | None = None, *,
                    cache: str | os.PathLike | None = None):
     """The tokenizer for ``cfg`` (or the one saved in ``path``, e.g. a run's checkpoint dir).

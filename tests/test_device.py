@@ -105,15 +105,19 @@ def _kw(call: ast.Call, key: str):
     return None
 
 
+LOADERS = ("load_model", "load_generator")  # load_generator: load_model, or a vLLM engine on the same device
+
+
 def inference_load_sites() -> dict[tuple[str, int], str]:
-    """Every function in the package that loads a model for inference through ``load_model``:
+    """Every function in the package that loads a model for inference through ``load_model`` or
+    ``load_generator``:
     ``(file, line of its def) -> qualified-ish name``. A load for training (``for_training=True``)
     is placed by TRL/accelerate; the one load that asks for the CPU on purpose is LoRA merging."""
     sites = {}
     for path in sorted(PKG.rglob("*.py")):
         rel = str(path.relative_to(ROOT))
         for call, fn in _calls(ast.parse(path.read_text())):
-            if _name(call) != "load_model" or rel == "reasonalign/models.py":
+            if _name(call) not in LOADERS or rel == "reasonalign/models.py":
                 continue
             if _kw(call, "for_training") is True:
                 continue
@@ -152,19 +156,16 @@ def test_no_model_is_loaded_around_the_resolver():
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """CUDA 'present' for the resolver; a move records the function that asked for the model (the
-    caller of load_model) and leaves the weights where they are."""
+    """CUDA 'present' for the resolver; a move records every function of the package on the stack
+    that led to it (the call sites, however indirect) and leaves the weights where they are."""
     moves: list[tuple[tuple[str, int], str]] = []
 
     def record(model, dev):
         frame = sys._getframe(1)
         while frame is not None:
-            code = frame.f_code
-            if code.co_name == "load_model" and code.co_filename.endswith("models.py"):
-                caller = frame.f_back.f_code
-                rel = str(Path(caller.co_filename).resolve().relative_to(ROOT))
-                moves.append(((rel, caller.co_firstlineno), dev))
-                break
+            path = Path(frame.f_code.co_filename).resolve()
+            if path.is_relative_to(PKG):
+                moves.append(((str(path.relative_to(ROOT)), frame.f_code.co_firstlineno), dev))
             frame = frame.f_back
         return model
 
@@ -181,12 +182,13 @@ def test_load_model_places_inference_models_and_leaves_training_ones(fake_gpu, t
 
     cfg = ModelConfig(name="t", kind="hf", name_or_path=tiny_model_dir)
     load_model(cfg)
-    assert [d for _, d in fake_gpu] == ["cuda:0"]
+    assert {d for _, d in fake_gpu} == {"cuda:0"}
+    n = len(fake_gpu)
     load_model(cfg, for_training=True)
-    assert len(fake_gpu) == 1
+    assert len(fake_gpu) == n
     device.configure("cpu")
     load_model(cfg)
-    assert len(fake_gpu) == 1  # device=cpu: nothing moves
+    assert len(fake_gpu) == n  # device=cpu: nothing moves
 
 
 @pytest.fixture(scope="module")

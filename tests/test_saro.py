@@ -454,7 +454,7 @@ def test_policy_rejected_source_with_canned_samples(tmp_path, monkeypatch):
 
     seen = []
 
-    def fake(model, tok, items, settings, out_path, desc=""):
+    def fake(model, tok, items, settings, out_path, desc="", seed=0):
         rows = []
         for it in items:
             seen.append(it)
@@ -499,7 +499,7 @@ def test_policy_rejected_answer_pairs_take_the_rw_models_own_refusal(tmp_path, m
     line counted); harmful answer branches whose samples refuse fall back to the teacher."""
     import reasonalign.components.sampling as sampling
 
-    def fake(model, tok, items, settings, out_path, desc=""):
+    def fake(model, tok, items, settings, out_path, desc="", seed=0):
         assert all("|answer|" in it["id"] and it["text"].rstrip().endswith("</think>") for it in items)
         return [{"id": it["id"], "response": REFUSAL if it["id"].endswith("#s1") or labels[it["id"].split("|")[0]]
                  == "harmful" else HELPFUL, "n_tokens": 9} for it in items]

@@ -17,6 +17,18 @@
   The response is then the prefix followed by the continuation; ``n_tokens`` counts the
   continuation's tokens only.
 * Throughput goes to an optional :class:`GenerationStats` the caller passes in.
+
+Backends. :func:`load_generator` loads the model a call site generates with: a transformers model
+(``hf``) or a :class:`~reasonalign.components.vllm_backend.VLLMModel` (``vllm``), as the run's
+``generation_backend`` (``auto`` | ``hf`` | ``vllm``) and the device decide
+(:func:`reasonalign.device.generation_choice`); it logs one line saying which and records it in the
+stage's ``stage.json``. Every function here takes either kind and gives the same rows, order,
+resumability, prefixes and stats. With vLLM the prompts (the same token ids, prefix included) go to
+the engine in chunks of :data:`VLLM_CHUNK`, each chunk appended to a resumable file as it finishes;
+the engine samples each request with its own seed, derived from the caller's ``seed`` and the item's
+id (:func:`~reasonalign.components.vllm_backend.request_seed`), so a resumed run samples what an
+uninterrupted one would. The transformers path samples from torch's global generator (the caller
+seeds it). The tokens vLLM returns are cut at the first stop token and decoded exactly as here.
 """
 
 from __future__ import annotations
@@ -31,6 +43,8 @@ from reasonalign.config import GenerationSettings
 from reasonalign.pipeline.jsonl import append_jsonl, read_finished_lines
 
 log = logging.getLogger("reasonalign.generation")
+
+VLLM_CHUNK = 256  # prompts handed to vLLM at once (and appended to a resumable file together)
 
 
 @dataclass
@@ -69,13 +83,24 @@ def _stop_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSettings,
-             stats: GenerationStats | None,
-             prefixes: list[str] | None = None) -> Iterator[tuple[list[int], list[str], list[int]]]:
-    """Yield ``(indices, responses, n_tokens)`` per batch, longest prompts first; a response
-    starts with its prompt's prefix (``prefixes[i]``) when there is one."""
-    import torch
+def _finish(row: list[int], stops: list[int], prefix: str, tokenizer) -> tuple[str, int, int]:
+    """``(response, n_tokens, tokens computed)`` of one prompt's generated ids ``row``: cut at the
+    first stop token, decoded without special tokens, after ``prefix``, stripped."""
+    n = next((j for j, t in enumerate(row) if t in stops), len(row))
+    return (prefix + tokenizer.decode(row[:n], skip_special_tokens=True)).strip(), n, min(n + 1, len(row))
 
+
+def is_vllm(model) -> bool:
+    """Whether ``model`` (from :func:`load_generator`) generates through vLLM."""
+    return getattr(model, "backend", None) == "vllm"
+
+
+def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSettings,
+             stats: GenerationStats | None, prefixes: list[str] | None = None,
+             seeds: list[int] | None = None) -> Iterator[tuple[list[int], list[str], list[int]]]:
+    """Yield ``(indices, responses, n_tokens)`` per batch, longest prompts first (vLLM: per chunk,
+    in input order); a response starts with its prompt's prefix (``prefixes[i]``) when there is
+    one. ``seeds``: each prompt's sampling seed (vLLM only)."""
     if settings.batch_size < 1 or settings.max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1 (got {settings.batch_size}, "
                          f"{settings.max_new_tokens})")
@@ -83,6 +108,11 @@ def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSet
     if pad is None:
         raise ValueError("the tokenizer has no pad token (load it with reasonalign.models.load_tokenizer)")
     stops = _stop_ids(model, tokenizer)
+    if is_vllm(model):
+        yield from _vllm_batches(model, tokenizer, encoded, settings, stats, prefixes, seeds, stops)
+        return
+    import torch
+
     kwargs: dict = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
                     "pad_token_id": pad, "eos_token_id": stops, "use_cache": True}
     if settings.do_sample:
@@ -103,11 +133,10 @@ def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSet
                 out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
             texts, counts, computed = [], [], 0
             for i, row in zip(idx, out[:, width:].tolist(), strict=True):
-                n = next((j for j, t in enumerate(row) if t in stops), len(row))
-                computed += min(n + 1, len(row))
-                prefix = prefixes[i] if prefixes else ""
-                texts.append((prefix + tokenizer.decode(row[:n], skip_special_tokens=True)).strip())
+                text, n, c = _finish(row, stops, prefixes[i] if prefixes else "", tokenizer)
+                texts.append(text)
                 counts.append(n)
+                computed += c
             if stats is not None:
                 stats.wall_s += time.perf_counter() - t0
                 stats.n_prompts += len(idx)
@@ -115,6 +144,33 @@ def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSet
             yield idx, texts, counts
     finally:
         model.train(was_training)
+
+
+def _vllm_batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSettings,
+                  stats: GenerationStats | None, prefixes: list[str] | None, seeds: list[int] | None,
+                  stops: list[int]) -> Iterator[tuple[list[int], list[str], list[int]]]:
+    """:func:`_batches` through a :class:`~reasonalign.components.vllm_backend.VLLMModel`: chunks of
+    :data:`VLLM_CHUNK` prompts in input order (vLLM batches them itself)."""
+    if encoded:
+        model.engine()  # started before the clock: like loading a transformers model, not generation time
+    for start in range(0, len(encoded), VLLM_CHUNK):
+        idx = list(range(start, min(start + VLLM_CHUNK, len(encoded))))
+        t0 = time.perf_counter()
+        rows = model.generate_ids([encoded[i] for i in idx], max_new_tokens=settings.max_new_tokens,
+                                  do_sample=settings.do_sample, temperature=settings.temperature,
+                                  top_p=settings.top_p, stop_ids=stops,
+                                  seeds=[seeds[i] for i in idx] if seeds else None)
+        texts, counts, computed = [], [], 0
+        for i, row in zip(idx, rows, strict=True):
+            text, n, c = _finish(row[:settings.max_new_tokens], stops, prefixes[i] if prefixes else "", tokenizer)
+            texts.append(text)
+            counts.append(n)
+            computed += c
+        if stats is not None:
+            stats.wall_s += time.perf_counter() - t0
+            stats.n_prompts += len(idx)
+            stats.n_new_tokens += computed
+        yield idx, texts, counts
 
 
 def _progress(total: int, desc: str, initial: int = 0):
@@ -125,15 +181,18 @@ def _progress(total: int, desc: str, initial: int = 0):
 
 def generate(model, tokenizer, prompts: list[list[dict]], settings: GenerationSettings,
              desc: str = "generating", stats: GenerationStats | None = None,
-             prefixes: list[str] | None = None) -> list[str]:
+             prefixes: list[str] | None = None, seeds: list[int] | None = None) -> list[str]:
     """Responses to ``prompts`` (each a list of chat messages), in input order; ``prefixes``: the
-    start of each assistant turn (see the module docstring)."""
+    start of each assistant turn (see the module docstring); ``seeds``: each prompt's sampling
+    seed on vLLM (the transformers path samples from torch's global generator)."""
     if prefixes is not None and len(prefixes) != len(prompts):
         raise ValueError(f"{len(prefixes)} prefixes for {len(prompts)} prompts")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
     encoded = [encode_chat(tokenizer, m, prefixes[i] if prefixes else "") for i, m in enumerate(prompts)]
     responses: list[str] = [""] * len(prompts)
     with _progress(len(prompts), desc) as bar:
-        for idx, texts, _ in _batches(model, tokenizer, encoded, settings, stats, prefixes):
+        for idx, texts, _ in _batches(model, tokenizer, encoded, settings, stats, prefixes, seeds):
             for i, text in zip(idx, texts, strict=True):
                 responses[i] = text
             bar.update(len(idx))
@@ -142,12 +201,13 @@ def generate(model, tokenizer, prompts: list[list[dict]], settings: GenerationSe
 
 def generate_resumable(model, tokenizer, items: list[dict], settings: GenerationSettings, out_path: Path,
                        desc: str = "generating", stats: GenerationStats | None = None,
-                       on_batch: Callable[[list[dict]], None] | None = None) -> list[dict]:
+                       on_batch: Callable[[list[dict]], None] | None = None, seed: int = 0) -> list[dict]:
     """Generate for ``items`` (``{"id", "messages"[, "prefix"]}``), appending ``{"id", "response", "n_tokens"}``
     rows to ``out_path`` batch by batch; ids already finished there are not generated again.
 
     Returns one row per item, in input order. A torn last line (an interrupted write) is dropped
     and its item generated again. ``on_batch`` sees each batch's new rows after they are written.
+    ``seed``: with the item ids, the per-request sampling seeds on vLLM (module docstring).
     """
     out_path = Path(out_path)
     ids = [it["id"] for it in items]
@@ -166,9 +226,10 @@ def generate_resumable(model, tokenizer, items: list[dict], settings: Generation
         out_path.parent.mkdir(parents=True, exist_ok=True)
         encoded = [encode_chat(tokenizer, it["messages"], it.get("prefix", "")) for it in todo]
         prefixes = [it.get("prefix", "") for it in todo]
+        seeds = item_seeds(seed, [it["id"] for it in todo]) if is_vllm(model) else None
         with _progress(len(items), desc, initial=len(done)) as bar:
             for idx, texts, counts in _batches(model, tokenizer, encoded, settings, stats,
-                                               prefixes if any(prefixes) else None):
+                                               prefixes if any(prefixes) else None, seeds):
                 rows = [{"id": todo[i]["id"], "response": t, "n_tokens": n}
                         for i, t, n in zip(idx, texts, counts, strict=True)]
                 append_jsonl(out_path, rows)
@@ -177,3 +238,51 @@ def generate_resumable(model, tokenizer, items: list[dict], settings: Generation
                     on_batch(rows)
                 bar.update(len(idx))
     return [done[i] for i in ids]
+
+
+def item_seeds(seed: int, ids: list) -> list[int]:
+    """Each item's sampling seed on vLLM, from the caller's ``seed`` and the item's id."""
+    from reasonalign.components.vllm_backend import request_seed
+
+    return [request_seed(seed, i) for i in ids]
+
+
+# ------------------------------------------------------------------------------------ backends
+
+
+def load_generator(model_cfg, path=None, backend: str = "auto", *, seed: int = 0, cache=None,
+                   hf_model=None, what: str = "generation"):
+    """``(model, tokenizer)`` to generate with ``model_cfg``'s model (or the one saved in ``path``):
+    a transformers model or a :class:`~reasonalign.components.vllm_backend.VLLMModel`, as
+    ``backend`` (the run's ``generation_backend``: ``auto`` | ``hf`` | ``vllm``) and the device
+    decide (:func:`reasonalign.device.generation_choice`; ``vllm`` without a GPU or without vllm is
+    a :class:`~reasonalign.config.ConfigError`). Logs one line (``<what>: vllm on cuda:0 (model
+    ...)``) and records the backend in the running stage's ``stage.json``.
+
+    ``hf_model``: the same checkpoint already loaded with transformers (e.g. for a verdict head's
+    hidden states): the hf backend generates with it; with vLLM the caller drops it, and the engine,
+    which starts on the first generation, finds that memory free. ``seed``: vLLM's engine seed.
+    """
+    from reasonalign import device as D
+    from reasonalign.models import load_model, load_tokenizer, model_source
+
+    dev = D.resolve()
+    name, why = D.generation_choice(backend, dev)
+    src, _ = model_source(model_cfg, path, cache)
+    tok = load_tokenizer(model_cfg, path, cache=cache)
+    if name == "vllm":
+        from reasonalign.components.vllm_backend import VLLMModel
+
+        model = VLLMModel.from_config(model_cfg, path, seed=seed, cache=cache)
+    else:
+        model = hf_model if hf_model is not None else load_model(model_cfg, path, cache=cache)
+    log.info("%s: %s on %s (model %s; %s)", what, name, dev, src, why)
+    D.note_backend(name)
+    return model, tok
+
+
+def release_generator(model) -> None:
+    """Stop ``model``'s vLLM engine now (its GPU memory back, e.g. for a judge that loads next); a
+    later generation starts it again. Nothing for a transformers model (the caller drops it)."""
+    if is_vllm(model):
+        model.release()

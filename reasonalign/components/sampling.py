@@ -94,18 +94,20 @@ def token_length(tokenizer) -> Callable[[str], int]:
 
 # --------------------------------------------------------------------- raw-text continuation
 def generate_text_resumable(model, tokenizer, items: list[dict], settings: GenerationSettings, out_path: Path,
-                            desc: str = "continuing") -> list[dict]:
+                            desc: str = "continuing", seed: int = 0) -> list[dict]:
     """Continue raw texts ``items`` (``{"id", "text"}``), appending ``{"id", "response", "n_tokens"}``
     rows to ``out_path`` batch by batch; ids finished there are not generated again.
 
     ``text`` is already rendered (chat template, generation prompt and any start of the assistant
     turn) and is tokenized with the tokenizer's default special tokens, as TRL tokenizes a
     standard-format prompt. Batching, padding, stopping and decoding are those of
-    :mod:`reasonalign.components.generation`.
+    :mod:`reasonalign.components.generation`; ``model`` is either kind :func:`load_generator
+    <reasonalign.components.generation.load_generator>` returns (``seed``: with the item ids, the
+    per-request sampling seeds on vLLM).
     """
     from tqdm.auto import tqdm
 
-    from reasonalign.components.generation import _batches
+    from reasonalign.components.generation import _batches, is_vllm, item_seeds
     from reasonalign.pipeline import append_jsonl, read_finished_lines
 
     out_path = Path(out_path)
@@ -120,8 +122,9 @@ def generate_text_resumable(model, tokenizer, items: list[dict], settings: Gener
     if todo:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         encoded = [list(tokenizer(it["text"]).input_ids) for it in todo]
+        seeds = item_seeds(seed, [it["id"] for it in todo]) if is_vllm(model) else None
         with tqdm(total=len(items), initial=len(done), desc=desc, unit="prompt", dynamic_ncols=True) as bar:
-            for idx, texts, counts in _batches(model, tokenizer, encoded, settings, None):
+            for idx, texts, counts in _batches(model, tokenizer, encoded, settings, None, None, seeds):
                 rows = [{"id": todo[i]["id"], "response": t, "n_tokens": n}
                         for i, t, n in zip(idx, texts, counts, strict=True)]
                 append_jsonl(out_path, rows)

@@ -47,6 +47,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
         train_prompts_file,
     )
     from reasonalign.eval.suite_report import write_suite_report
+    from reasonalign.methods.stages import LEGACY_EVAL_KEYS
     from reasonalign.models import resolve_model_dir
     from reasonalign.paths import cache_dir
     from reasonalign.pipeline import Stage, read_jsonl, run_pipeline
@@ -73,7 +74,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
     weights = sorted(Path(model_path).glob("*.safetensors")) if Path(model_path).is_dir() else []
     model_fp = {"model": asdict(config.model), "path": model_path,
                 "weights": [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]}
-    handle = ModelHandle(config.model, model_path)
+    handle = ModelHandle(config.model, model_path, config.generation_backend)
     head, head_fp, head_file = None, {}, None
     if ev.verdict_head:
         from reasonalign.components.cot import CoTFormat
@@ -104,7 +105,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
                                       head)
 
         return Stage(f"bench_{name}", run, config={
-            **model_fp, "generation": asdict(ev.generation), "judge": asdict(ev.judge), "backend": ev.backend,
+            **model_fp, "generation": asdict(ev.generation), "judge": asdict(ev.judge), **LEGACY_EVAL_KEYS,
             "cot": asdict(config.cot), "rows": _digest(rows), "train": _digest(train_texts),
             "threshold": ev.near_duplicate_threshold, **head_fp})
 

@@ -75,29 +75,33 @@ def mark_head_calls(rows: list[dict], calls, metrics: dict) -> None:
 
 def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg: ModelConfig,
                    eval_cfg: EvalConfig, cot: CoTConfig | None = None, verdict_head: Path | None = None,
-                   style: str = "ex_ante") -> dict:
+                   style: str = "ex_ante", backend: str = "auto") -> dict:
     """Generate, judge and score (module docstring). ``verdict_head``: a ``verdict_head.json``
     (or the directory holding one) whose verdict opens every response's thought
-    (``components/verdict_head.py``); ``style``: the reasoning style whose first step it opens."""
+    (``components/verdict_head.py``); ``style``: the reasoning style whose first step it opens.
+    ``backend``: the run's ``generation_backend`` (``components/generation.load_generator``)."""
     from reasonalign.components.cot import CoTFormat, split_response
-    from reasonalign.components.generation import generate_resumable
+    from reasonalign.components.generation import generate_resumable, load_generator, release_generator
     from reasonalign.components.judges import get_judge
     from reasonalign.models import chat_messages, load_model, load_tokenizer
 
     prompts = read_jsonl(prompts_file)
-    model, tok = load_model(model_cfg, model_path), load_tokenizer(model_cfg, model_path)
     items = [{"id": p["id"], "messages": chat_messages(model_cfg, p["text"])} for p in prompts]
     fmt = CoTFormat(cot)
-    head_calls = None
-    if verdict_head is not None:
+    head_calls = model = None
+    if verdict_head is not None:  # the head reads the transformers model's hidden states
         from reasonalign.components.verdict_head import VerdictHead
 
+        model, tok = load_model(model_cfg, model_path), load_tokenizer(model_cfg, model_path)
         head_calls = open_with_head(model, tok, VerdictHead.load(verdict_head), items, fmt, style,
                                     eval_cfg.generation.batch_size)
+    # the hf backend generates with the model the head used; vLLM starts with it gone
+    model, tok = load_generator(model_cfg, model_path, backend, seed=eval_cfg.seed, hf_model=model)
     t0 = time.time()
     gens = generate_resumable(model, tok, items, eval_cfg.generation, Path(out_dir) / "generations.jsonl",
-                              desc=f"eval {Path(out_dir).name.removesuffix('.partial')}")
+                              desc=f"eval {Path(out_dir).name.removesuffix('.partial')}", seed=eval_cfg.seed)
     seconds = time.time() - t0
+    release_generator(model)  # the judge may load a model onto the GPU next
     from reasonalign.eval.suite import judge_rows
 
     # a harm-only judge (Llama Guard) leaves benign/borderline prompts to the refusal patterns

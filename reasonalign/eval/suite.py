@@ -19,7 +19,7 @@ import logging
 import time
 from pathlib import Path
 
-from reasonalign.config import ConfigError, CoTConfig, EvalConfig, ModelConfig
+from reasonalign.config import CoTConfig, EvalConfig, ModelConfig
 from reasonalign.eval.metrics import rate
 from reasonalign.pipeline import dumps, read_jsonl, write_jsonl
 
@@ -82,42 +82,59 @@ def remove_leakage(rows: list[dict], train_texts: list[str], threshold: float) -
 
 
 class ModelHandle:
-    """The evaluated model, loaded on first use and shared by the benchmarks."""
+    """The evaluated model, loaded on first use and shared by the benchmarks: the generator
+    (transformers or vLLM, as ``backend``, the run's ``generation_backend``, decides;
+    ``components/generation.load_generator``) and, for a verdict head, the transformers model."""
 
-    def __init__(self, model_cfg: ModelConfig, path: str):
-        self.cfg, self.path = model_cfg, path
-        self.model = self.tok = None
+    def __init__(self, model_cfg: ModelConfig, path: str, backend: str = "auto"):
+        self.cfg, self.path, self.backend = model_cfg, path, backend
+        self.model = self.tok = None  # the generator and its tokenizer
+        self.hf = None  # the transformers model a verdict head reads (None: not loaded)
+
+    def generator(self):
+        """``(model, tokenizer)`` to generate with."""
+        from reasonalign.components.generation import is_vllm, load_generator
+
+        if self.model is None:
+            self.model, self.tok = load_generator(self.cfg, self.path, self.backend, hf_model=self.hf)
+        if is_vllm(self.model):
+            self.hf = None  # vLLM generates: the transformers model leaves the GPU to its engine
+        return self.model, self.tok
 
     def load(self):
-        if self.tok is None:
+        """``(transformers model, tokenizer)``, e.g. for a verdict head's hidden states; a running
+        vLLM engine is stopped first (it starts again on the next generation)."""
+        from reasonalign.components.generation import is_vllm, release_generator
+
+        if self.hf is None:
             from reasonalign.models import load_model, load_tokenizer
 
-            self.tok = load_tokenizer(self.cfg, self.path)
-            self.model = load_model(self.cfg, self.path)
-        return self.model, self.tok
+            if self.model is not None and not is_vllm(self.model):
+                self.hf = self.model
+            else:
+                release_generator(self.model)
+                self.hf = load_model(self.cfg, self.path)
+            if self.tok is None:
+                self.tok = load_tokenizer(self.cfg, self.path)
+        return self.hf, self.tok
+
+    def judging(self, judge_cfg) -> None:
+        """Before judging: a judge that loads a model (``classifier``) gets the GPU memory a vLLM
+        engine holds."""
+        from reasonalign.components.generation import release_generator
+
+        if judge_cfg.kind == "classifier":
+            release_generator(self.model)
 
 
 def _generate(handle: ModelHandle, items: list[dict], eval_cfg: EvalConfig, out_path: Path, desc: str, stats):
-    from reasonalign.components import vllm_backend
     from reasonalign.components.generation import generate_resumable
 
-    use_vllm = eval_cfg.backend == "vllm" or (eval_cfg.backend == "auto" and vllm_backend.available())
-    if use_vllm and any(it.get("prefix") for it in items):  # the vLLM path has no assistant prefix
-        if eval_cfg.backend == "vllm":
-            raise ConfigError("eval.backend=vllm cannot open thoughts with a verdict head; use backend=hf or auto")
-        use_vllm = False
-    model, tok = handle.load() if not use_vllm else (None, None)
-    if use_vllm:  # pragma: no cover - optional GPU path
-        from reasonalign.models import load_tokenizer
-
-        tok = load_tokenizer(handle.cfg, handle.path)
-        t0 = time.perf_counter()
-        rows = vllm_backend.generate_vllm(handle.path, tok, items, eval_cfg.generation, out_path)
-        stats.wall_s += time.perf_counter() - t0
-        stats.n_prompts += len(rows)
-        stats.n_new_tokens += sum(r["n_tokens"] for r in rows)
-        return rows, tok
-    return generate_resumable(model, tok, items, eval_cfg.generation, out_path, desc=desc, stats=stats), tok
+    model, tok = handle.generator()
+    rows = generate_resumable(model, tok, items, eval_cfg.generation, out_path, desc=desc, stats=stats,
+                              seed=eval_cfg.seed)
+    handle.judging(eval_cfg.judge)
+    return rows, tok
 
 
 # --------------------------------------------------------------------------------------- scoring
@@ -219,9 +236,10 @@ def load_train_texts(path: Path | None) -> list[str]:
 
 def evaluate_suite(model_path: str, out_dir: Path, model_cfg: ModelConfig, eval_cfg: EvalConfig,
                    cot: CoTConfig | None = None, train_texts: list[str] | None = None, cache=None,
-                   verdict_head: Path | None = None, style: str = "ex_ante") -> dict:
+                   verdict_head: Path | None = None, style: str = "ex_ante", backend: str = "auto") -> dict:
     """Every benchmark into ``out_dir/<name>/``; ``{name: metrics}``. Resumable (generations are
-    appended batch by batch). ``verdict_head``/``style``: as in ``eval/runner.evaluate_model``."""
+    appended batch by batch). ``verdict_head``/``style``: as in ``eval/runner.evaluate_model``;
+    ``backend``: the run's ``generation_backend``."""
     from reasonalign.components.judges import get_judge
 
     head = None
@@ -229,7 +247,7 @@ def evaluate_suite(model_path: str, out_dir: Path, model_cfg: ModelConfig, eval_
         from reasonalign.components.verdict_head import VerdictHead
 
         head = (VerdictHead.load(verdict_head), style)
-    handle, judge = ModelHandle(model_cfg, model_path), get_judge(eval_cfg.judge)
+    handle, judge = ModelHandle(model_cfg, model_path, backend), get_judge(eval_cfg.judge)
     return {name: evaluate_benchmark(handle, name, family, rows, Path(out_dir) / name, eval_cfg, cot, judge,
                                      train_texts or [], head)
             for name, family, rows in suite_benchmarks(eval_cfg, cache)}

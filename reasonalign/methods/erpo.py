@@ -195,7 +195,7 @@ class ERPOMethod(Method):
                 variants = ["correct", "concise", "verbose", "negative" if harmful else "overcautious"]
                 reqs += [ThoughtRequest(r["id"], r["text"], r["label"], r.get("category", "unknown"), rule, ref,
                                         style=m.style, variant=v) for v in variants]
-            teacher = make_teacher(cfg.teacher, cfg.model)
+            teacher = make_teacher(cfg.teacher, cfg.model, backend=cfg.generation_backend)
             thoughts, counts = generate_thoughts(reqs, teacher, fmt, rules, ctx.out / "thoughts.jsonl",
                                                  desc=f"teacher {cfg.teacher.name}: ex-ante thoughts",
                                                  batch_size=max(cfg.teacher.batch_size, cfg.teacher.concurrency))
@@ -243,7 +243,11 @@ class ERPOMethod(Method):
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.components.cot import CoTFormat, split_response
-            from reasonalign.components.generation import generate_resumable
+            from reasonalign.components.generation import (
+                generate_resumable,
+                load_generator,
+                release_generator,
+            )
             from reasonalign.components.judges import get_judge
             from reasonalign.components.length import LengthScheduler, score
             from reasonalign.components.pairs import best_worst_pairs
@@ -262,13 +266,14 @@ class ERPOMethod(Method):
 
             prompts = lcpo_prompts(read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl"), lc.prompts_per_iteration,
                                    random.Random(m.seed * 1000 + t), lc.balance_labels)
-            model, tok = load_model(cfg.model, policy), load_tokenizer(cfg.model, policy)
             items = [{"id": f"{p['id']}#s{k}", "messages": chat_messages(cfg.model, p["text"])}
                      for p in prompts for k in range(lc.samples_per_prompt)]
-            head_calls = None
+            head_calls = model = None
             if head_stage:  # every sample of a prompt opens with the verdict its head calls for
                 from reasonalign.components.verdict_head import VerdictHead, verdict_prefixes
 
+                # the head reads the transformers model's hidden states
+                model, tok = load_model(cfg.model, policy), load_tokenizer(cfg.model, policy)
                 head = VerdictHead.load(ctx.inputs[head_stage])
                 prefixes, calls = verdict_prefixes(model, tok, head, [chat_messages(cfg.model, p["text"]) for p in prompts],
                                                    fmt, m.style, m.verdict_head.batch_size)
@@ -276,11 +281,15 @@ class ERPOMethod(Method):
                 by_prompt = dict(zip([p["id"] for p in prompts], prefixes, strict=True))
                 for it in items:
                     it["prefix"] = by_prompt[it["id"].rsplit("#s", 1)[0]]
-            torch.manual_seed(m.seed * 1000 + t)
+            seed = m.seed * 1000 + t
+            # the hf backend samples with the model the head used; vLLM starts with it gone
+            model, tok = load_generator(cfg.model, policy, cfg.generation_backend, seed=seed, hf_model=model)
+            torch.manual_seed(seed)
             settings = GenerationSettings(max_new_tokens=lc.max_new_tokens, batch_size=lc.batch_size, do_sample=True,
                                           temperature=lc.temperature, top_p=lc.top_p)
             gens = generate_resumable(model, tok, items, settings, ctx.out / "generations.jsonl",
-                                      desc=f"lcpo {t}: sampling K={lc.samples_per_prompt}")
+                                      desc=f"lcpo {t}: sampling K={lc.samples_per_prompt}", seed=seed)
+            release_generator(model)  # the judge may load a model onto the GPU next
             del model
             judge = get_judge(cfg.eval.judge)
             rules = load_rules(cfg.rules)

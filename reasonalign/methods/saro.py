@@ -205,7 +205,7 @@ class SaROMethod(Method):
                                         style=m.style, variant="correct", sample=k) for k in range(m.rw_samples)]
                 refs[r["id"]] = (r, rule, ref, group)
                 reqs += group
-            teacher = make_teacher(cfg.teacher, cfg.model)
+            teacher = make_teacher(cfg.teacher, cfg.model, backend=cfg.generation_backend)
             thoughts, counts = generate_thoughts(reqs, teacher, fmt, rules, ctx.out / "thoughts.jsonl",
                                                  desc=f"teacher {cfg.teacher.name}: long-chain thoughts x{m.rw_samples}",
                                                  batch_size=max(cfg.teacher.batch_size, cfg.teacher.concurrency))
@@ -299,7 +299,7 @@ class SaROMethod(Method):
                                            style=m.style, variant="negative" if c["label"] == "harmful" else "overcautious"))
             wrong = {}
             if reqs:
-                teacher = make_teacher(cfg.teacher, cfg.model)
+                teacher = make_teacher(cfg.teacher, cfg.model, backend=cfg.generation_backend)
                 thoughts, stats["thoughts"] = generate_thoughts(
                     reqs, teacher, fmt, rules, ctx.out / "thoughts.jsonl",
                     desc=f"teacher {cfg.teacher.name}: wrong long-chain thoughts",
@@ -368,23 +368,25 @@ class SaROMethod(Method):
         branch's rejected side. Every sample and its verdict go to ``policy_samples.jsonl``."""
         import torch
 
+        from reasonalign.components.generation import load_generator, release_generator
         from reasonalign.components.judges import get_judge
         from reasonalign.components.sampling import generate_text_resumable
         from reasonalign.components.srpo import judge_continuation
         from reasonalign.config import GenerationSettings
-        from reasonalign.models import load_model, load_tokenizer
 
         cfg, m = self.config, self.mcfg
         ps = m.srpo.policy
         rw = model_dir_of(ctx.inputs[RW])
-        model, tok = load_model(cfg.model, rw), load_tokenizer(cfg.model, rw)
+        model, tok = load_generator(cfg.model, rw, cfg.generation_backend, seed=m.seed)
         items = [{"id": f"{b.key}#s{j}", "text": b.prompt} for b in branches for j in range(ps.samples)]
         torch.manual_seed(m.seed)
         settings = GenerationSettings(max_new_tokens=ps.max_new_tokens, batch_size=ps.batch_size, do_sample=True,
                                       temperature=ps.temperature, top_p=ps.top_p)
         gens = {g["id"]: g for g in generate_text_resumable(model, tok, items, settings,
                                                             ctx.out / "policy_generations.jsonl",
-                                                            desc=f"srpo: {ps.samples} continuations per branch")}
+                                                            desc=f"srpo: {ps.samples} continuations per branch",
+                                                            seed=m.seed)}
+        release_generator(model)  # the judge may load a model onto the GPU next
         del model
         judge = get_judge(cfg.eval.judge)
         rejected, judged = {}, []

@@ -24,12 +24,15 @@ BASELINE_DATA = "baseline_data"
 
 
 EVAL_ONLY_KEYS = {"verdict_head": None, "verdict_style": "ex_ante"}  # python -m reasonalign.eval's
+# eval.backend, replaced by the top-level generation_backend (in no fingerprint: both backends give
+# the same outputs), stays in eval fingerprints at its old default so earlier runs keep theirs
+LEGACY_EVAL_KEYS = {"backend": "auto"}
 
 
 def eval_fingerprint(ev) -> dict:
     """An EvalConfig as an eval stage's fingerprint; the eval-only keys, unused here, are left out
     while unset so that runs made before them keep their fingerprints."""
-    return without_off(asdict(ev), EVAL_ONLY_KEYS)
+    return {**without_off(asdict(ev), EVAL_ONLY_KEYS), **LEGACY_EVAL_KEYS}
 
 
 # TrainerConfig fields that do not change what a training stage produces: the option's name, how
@@ -157,16 +160,22 @@ class CommonStages:
         """The base model's own answers to the training prompts (batched, resumable)."""
 
         def run(ctx: StageContext) -> dict:
-            from reasonalign.components.generation import generate_resumable
+            from reasonalign.components.generation import (
+                generate_resumable,
+                load_generator,
+                release_generator,
+            )
             from reasonalign.components.judges import get_judge
-            from reasonalign.models import chat_messages, load_model, load_tokenizer
+            from reasonalign.models import chat_messages
 
             prompts = read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl")
             path = self.base_model_dir()
-            model, tok = load_model(self.cfg.model, path), load_tokenizer(self.cfg.model, path)
+            model, tok = load_generator(self.cfg.model, path, self.cfg.generation_backend, seed=self.cfg.seed)
             items = [{"id": p["id"], "messages": chat_messages(self.cfg.model, p["text"])} for p in prompts]
             rows = generate_resumable(model, tok, items, self.cfg.responses, ctx.out / "generations.jsonl",
-                                      desc="base answers (train prompts)")
+                                      desc="base answers (train prompts)", seed=self.cfg.seed)
+            release_generator(model)  # the judge may load a model onto the GPU next
+            del model
             judge = get_judge(self.cfg.eval.judge)
             complied = judge.judge([p["text"] for p in prompts], [r["response"] for r in rows])
             out = [{**p, "response": r["response"], "n_tokens": r["n_tokens"], "complied": c}
@@ -256,7 +265,7 @@ class CommonStages:
             metrics = evaluate_model(path, ctx.inputs[PROMPTS] / "eval_prompts.jsonl", ctx.out,
                                      self.cfg.model, ev, self.cfg.cot,
                                      verdict_head=ctx.inputs[head[0]] if head else None,
-                                     style=head[1] if head else "ex_ante")
+                                     style=head[1] if head else "ex_ante", backend=self.cfg.generation_backend)
             if ev.benchmarks or ev.prompt_files:  # the benchmark suite too
                 from reasonalign.eval.suite import evaluate_suite, load_train_texts
 
@@ -264,7 +273,8 @@ class CommonStages:
                 metrics["benchmarks"] = evaluate_suite(path, ctx.out / "benchmarks", self.cfg.model, ev,
                                                        self.cfg.cot, train, self.cache,
                                                        verdict_head=ctx.inputs[head[0]] if head else None,
-                                                       style=head[1] if head else "ex_ante")
+                                                       style=head[1] if head else "ex_ante",
+                                                       backend=self.cfg.generation_backend)
                 (ctx.out / "metrics.json").write_text(dumps(metrics))
             return metrics
 

@@ -156,11 +156,11 @@ def clean_thought(text: str | None, fmt: CoTFormat) -> str:
 # ------------------------------------------------------------------------------------ factory
 
 
-def make_teacher(cfg: TeacherConfig, model_cfg: ModelConfig | None = None) -> Teacher:
+def make_teacher(cfg: TeacherConfig, model_cfg: ModelConfig | None = None, backend: str = "auto") -> Teacher:
     """The teacher ``cfg.kind`` names.
 
     ``model_cfg`` (hf only): the model to load when ``cfg.model`` is unset, e.g. the run's own
-    model teaching itself.
+    model teaching itself. ``backend`` (hf only): the run's ``generation_backend`` (vLLM on a GPU).
     """
     kind = cfg.kind
     for opt in ("misjudge_rejected", "verdict_first"):
@@ -174,7 +174,7 @@ def make_teacher(cfg: TeacherConfig, model_cfg: ModelConfig | None = None) -> Te
     if kind == "hf":
         from reasonalign.components.teachers.hf import HFTeacher
 
-        return HFTeacher(cfg, model_cfg=model_cfg)
+        return HFTeacher(cfg, model_cfg=model_cfg, backend=backend)
     if kind == "openai":
         from reasonalign.components.teachers.openai import OpenAITeacher
 

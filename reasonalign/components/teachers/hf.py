@@ -2,8 +2,10 @@
 
 ``teacher.model`` is a hub id or a local model directory; the model loads on the first
 :meth:`HFTeacher.write` (on the GPU in bfloat16 when there is one, else on the CPU in float32).
-Sampling uses ``teacher.temperature`` / ``top_p`` (greedy at temperature 0), seeded with
-``teacher.seed + request.sample``, so a re-run writes the same thoughts.
+It generates with the run's ``generation_backend`` (``components/generation.load_generator``):
+vLLM on a GPU when it is installed, else transformers. Sampling uses ``teacher.temperature`` /
+``top_p`` (greedy at temperature 0), seeded with ``teacher.seed + request.sample`` (vLLM: that
+and the request's key, one seed per request), so a re-run writes the same thoughts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class HFTeacher:
     own model); with ``cfg.model`` set, a plain ``hf`` model config is built from it.
     """
 
-    def __init__(self, cfg: TeacherConfig, model_cfg: ModelConfig | None = None):
+    def __init__(self, cfg: TeacherConfig, model_cfg: ModelConfig | None = None, backend: str = "auto"):
         if cfg.model:
             model_cfg = ModelConfig(name=f"teacher:{cfg.model}", kind="hf", name_or_path=str(cfg.model),
                                     trust_remote_code=cfg.trust_remote_code)
@@ -38,7 +40,7 @@ class HFTeacher:
         if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
             raise ConfigError(f"teacher.batch_size and teacher.max_new_tokens must be >= 1 "
                               f"(got {cfg.batch_size}, {cfg.max_new_tokens})")
-        self.cfg, self.model_cfg = cfg, model_cfg
+        self.cfg, self.model_cfg, self.backend = cfg, model_cfg, backend
         self._model = self._tok = None
         self._system_ok = True
 
@@ -49,7 +51,7 @@ class HFTeacher:
         import torch
 
         from reasonalign import device as D
-        from reasonalign.models import load_model, load_tokenizer
+        from reasonalign.components.generation import load_generator
 
         mcfg = self.model_cfg
         on_gpu = D.is_cuda(D.resolve())
@@ -58,8 +60,7 @@ class HFTeacher:
 
             mcfg = replace(mcfg, dtype="bfloat16")
         log.info("loading teacher model %s (%s)", mcfg.name_or_path or mcfg.name, mcfg.dtype)
-        tok = load_tokenizer(mcfg)
-        model = load_model(mcfg)
+        model, tok = load_generator(mcfg, None, self.backend, seed=self.cfg.seed, what="teacher generation")
         try:  # some chat templates (e.g. Gemma's) reject a system turn: fold it into the user turn
             tok.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
                                     add_generation_prompt=True, tokenize=False)
@@ -78,7 +79,8 @@ class HFTeacher:
     def write(self, requests: Sequence[ThoughtRequest], rules: RuleSet, fmt: CoTFormat) -> list[str]:
         import torch
 
-        from reasonalign.components.generation import generate
+        from reasonalign.components.generation import generate, is_vllm
+        from reasonalign.components.vllm_backend import request_seed
 
         if not requests:
             return []
@@ -94,8 +96,9 @@ class HFTeacher:
             by_sample.setdefault(req.sample, []).append(i)
         for sample, idx in sorted(by_sample.items()):
             torch.manual_seed(cfg.seed + sample)
+            seeds = [request_seed(cfg.seed + sample, requests[i].key()) for i in idx] if is_vllm(self._model) else None
             texts = generate(self._model, self._tok, [self._messages(requests[i], rules, fmt) for i in idx],
-                             settings, desc="teacher (hf)")
+                             settings, desc="teacher (hf)", seeds=seeds)
             for i, text in zip(idx, texts, strict=True):
                 out[i] = clean_thought(text, fmt)
         return out
