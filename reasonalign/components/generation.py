@@ -17,6 +17,8 @@
   The response is then the prefix followed by the continuation; ``n_tokens`` counts the
   continuation's tokens only.
 * Throughput goes to an optional :class:`GenerationStats` the caller passes in.
+* ``stopping_criteria``: extra transformers ``StoppingCriteria`` (e.g. a time limit) passed to
+  ``model.generate``; a response they stop early is the tokens generated so far.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def _stop_ids(model, tokenizer) -> list[int]:
 
 def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSettings,
              stats: GenerationStats | None,
-             prefixes: list[str] | None = None) -> Iterator[tuple[list[int], list[str], list[int]]]:
+             prefixes: list[str] | None = None,
+             stopping_criteria: list | None = None) -> Iterator[tuple[list[int], list[str], list[int]]]:
     """Yield ``(indices, responses, n_tokens)`` per batch, longest prompts first; a response
     starts with its prompt's prefix (``prefixes[i]``) when there is one."""
     import torch
@@ -87,6 +90,10 @@ def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSet
                     "pad_token_id": pad, "eos_token_id": stops, "use_cache": True}
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+    if stopping_criteria:
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList(stopping_criteria)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     device = model.device
     was_training = model.training
@@ -125,15 +132,15 @@ def _progress(total: int, desc: str, initial: int = 0):
 
 def generate(model, tokenizer, prompts: list[list[dict]], settings: GenerationSettings,
              desc: str = "generating", stats: GenerationStats | None = None,
-             prefixes: list[str] | None = None) -> list[str]:
+             prefixes: list[str] | None = None, stopping_criteria: list | None = None) -> list[str]:
     """Responses to ``prompts`` (each a list of chat messages), in input order; ``prefixes``: the
-    start of each assistant turn (see the module docstring)."""
+    start of each assistant turn; ``stopping_criteria``: extra stops (see the module docstring)."""
     if prefixes is not None and len(prefixes) != len(prompts):
         raise ValueError(f"{len(prefixes)} prefixes for {len(prompts)} prompts")
     encoded = [encode_chat(tokenizer, m, prefixes[i] if prefixes else "") for i, m in enumerate(prompts)]
     responses: list[str] = [""] * len(prompts)
     with _progress(len(prompts), desc) as bar:
-        for idx, texts, _ in _batches(model, tokenizer, encoded, settings, stats, prefixes):
+        for idx, texts, _ in _batches(model, tokenizer, encoded, settings, stats, prefixes, stopping_criteria):
             for i, text in zip(idx, texts, strict=True):
                 responses[i] = text
             bar.update(len(idx))
