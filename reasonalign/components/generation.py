@@ -97,10 +97,12 @@ def is_vllm(model) -> bool:
 
 def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSettings,
              stats: GenerationStats | None, prefixes: list[str] | None = None,
-             seeds: list[int] | None = None) -> Iterator[tuple[list[int], list[str], list[int]]]:
+             seeds: list[int] | None = None,
+             stopping_criteria: list | None = None) -> Iterator[tuple[list[int], list[str], list[int]]]:
     """Yield ``(indices, responses, n_tokens)`` per batch, longest prompts first (vLLM: per chunk,
     in input order); a response starts with its prompt's prefix (``prefixes[i]``) when there is
-    one. ``seeds``: each prompt's sampling seed (vLLM only)."""
+    one. ``seeds``: each prompt's sampling seed (vLLM only); ``stopping_criteria``: extra
+    transformers stops (the transformers path only)."""
     if settings.batch_size < 1 or settings.max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1 (got {settings.batch_size}, "
                          f"{settings.max_new_tokens})")
@@ -117,6 +119,10 @@ def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSet
                     "pad_token_id": pad, "eos_token_id": stops, "use_cache": True}
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+    if stopping_criteria:
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList(stopping_criteria)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     device = model.device
     was_training = model.training
@@ -181,10 +187,13 @@ def _progress(total: int, desc: str, initial: int = 0):
 
 def generate(model, tokenizer, prompts: list[list[dict]], settings: GenerationSettings,
              desc: str = "generating", stats: GenerationStats | None = None,
-             prefixes: list[str] | None = None, seeds: list[int] | None = None) -> list[str]:
+             prefixes: list[str] | None = None, seeds: list[int] | None = None,
+             stopping_criteria: list | None = None) -> list[str]:
     """Responses to ``prompts`` (each a list of chat messages), in input order; ``prefixes``: the
     start of each assistant turn (see the module docstring); ``seeds``: each prompt's sampling
-    seed on vLLM (the transformers path samples from torch's global generator)."""
+    seed on vLLM (the transformers path samples from torch's global generator);
+    ``stopping_criteria``: extra transformers ``StoppingCriteria`` (e.g. a time limit): a response
+    they stop early is the tokens generated so far."""
     if prefixes is not None and len(prefixes) != len(prompts):
         raise ValueError(f"{len(prefixes)} prefixes for {len(prompts)} prompts")
     if seeds is not None and len(seeds) != len(prompts):
@@ -192,7 +201,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], settings: GenerationSe
     encoded = [encode_chat(tokenizer, m, prefixes[i] if prefixes else "") for i, m in enumerate(prompts)]
     responses: list[str] = [""] * len(prompts)
     with _progress(len(prompts), desc) as bar:
-        for idx, texts, _ in _batches(model, tokenizer, encoded, settings, stats, prefixes, seeds):
+        for idx, texts, _ in _batches(model, tokenizer, encoded, settings, stats, prefixes, seeds,
+                                      stopping_criteria):
             for i, text in zip(idx, texts, strict=True):
                 responses[i] = text
             bar.update(len(idx))
