@@ -8,7 +8,6 @@ finished stages), then writes ``metrics.json`` and ``report.md``.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,21 +22,9 @@ from reasonalign.config import (
     register_configs,
     validate_method_config,
 )
+from reasonalign.redaction import check_key_names, is_secret_key, protect, redact  # noqa: F401 (re-exported)
 
 log = logging.getLogger("reasonalign")
-
-SECRET_HINTS = ("api_key", "apikey")  # anywhere in a key name
-SECRET_WORDS = {"token", "secret", "password", "passwd", "credentials"}  # a whole word of a key name
-
-
-def is_secret_key(key) -> bool:
-    """``hf_token``, ``client_secret``, ``api_key`` look secret; ``max_new_tokens`` and
-    ``api_key_env`` (the name of a variable, not its value) do not."""
-    k = str(key).lower()
-    if k.endswith("_env"):
-        return False
-    return any(h in k for h in SECRET_HINTS) or bool(SECRET_WORDS & set(re.split(r"[^a-z0-9]+", k)))
-
 
 def conf_dir() -> str:
     """``conf/`` of a source checkout (editable install), else the copy shipped in the wheel."""
@@ -46,15 +33,6 @@ def conf_dir() -> str:
         if (cand / "config.yaml").exists():
             return str(cand)
     raise FileNotFoundError(f"reasonalign's conf/ directory was not found next to {here}")
-
-
-def redact(node):
-    """A copy of a config container with secret-looking values replaced."""
-    if isinstance(node, dict):
-        return {k: ("***" if is_secret_key(k) and v else redact(v)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [redact(v) for v in node]
-    return node
 
 
 def build_method(cfg: DictConfig):
@@ -93,7 +71,8 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
     complete, the device (returned) exists, every model the run loads from the hub or a local
     directory can be had, and a model over ~1B parameters is not left to generate ``n_tokens``
     (default: the training run's estimate) on a CPU unless ``device=cpu`` was asked for
-    (reasonalign/device.py)."""
+    (reasonalign/device.py); no ``api_key_env`` holds a key instead of a variable's name
+    (reasonalign/redaction.py)."""
     from reasonalign import device
     from reasonalign.components.rules import load_rules
     from reasonalign.config import check_sizes
@@ -101,6 +80,7 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_object(cfg)
+    check_key_names(cfg)
     check_sizes(cfg, "")
     check_sizes(method_cfg, "method")
     load_rules(cfg.rules)
@@ -240,6 +220,7 @@ def main() -> None:
     register_configs()
     sys.argv[1:] = hydra_argv(sys.argv[1:])
     _ARGV[:] = sys.argv[1:]
+    protect(_ARGV)  # no secret of the command line or the environment in what this process prints or logs
     sys.argv += hydra_rank_overrides()  # ranks > 0 write no Hydra logs or config copies
     hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(_task)()
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonalign.config import ConfigError, DistributedConfig
+from reasonalign.redaction import redact_overrides
 
 log = logging.getLogger("reasonalign.distributed")
 
@@ -181,7 +182,7 @@ def relaunch(dcfg: Any, args: list[str], run_dir: str) -> int:
     """Run this command again under the launcher; returns the launcher's exit status."""
     cmd = launch_command(dcfg, child_args(args, run_dir))
     env = {**os.environ, CHILD_ENV: "1"}
-    log.info("relaunching under %s: %s", cmd[2], " ".join(cmd))
+    log.info("relaunching under %s: %s", cmd[2], " ".join(redact_overrides(cmd)))
     print(f"reasonalign: relaunching under {cmd[2]} ({' '.join(cmd[3:cmd.index('reasonalign')])})", flush=True)
     return subprocess.call(cmd, env=env)
 

@@ -20,6 +20,8 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from reasonalign.redaction import redact_overrides
+
 log = logging.getLogger("reasonalign.sweep")
 
 
@@ -38,7 +40,7 @@ class ComparisonReport(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         self.jobs.append({"method": str(config.method.name), "run_dir": str(config.run_dir),
-                          "overrides": list(job_return.overrides or []),
+                          "overrides": redact_overrides(job_return.overrides or []),
                           "ok": job_return.status == JobStatus.COMPLETED,
                           "seconds": round(time.time() - getattr(self, "_job_t0", time.time()), 1)})
 

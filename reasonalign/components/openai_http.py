@@ -7,7 +7,8 @@
   once with the server's message.
 * The API key is read from the environment variable named ``api_key_env`` at each request and sent
   as ``Authorization: Bearer``; it is never stored, and never appears in an error message, a log
-  line or a repr. Without that variable no ``Authorization`` header is sent (local servers need none).
+  line or a repr; nor do credentials inside ``base_url`` (``https://user:pass@host``, ``?api_key=``).
+  Without that variable no ``Authorization`` header is sent (local servers need none).
 * :meth:`ChatClient.map` sends many requests, ``concurrency`` at a time, results in input order;
   the first failure cancels the requests not yet started.
 """
@@ -26,6 +27,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+from reasonalign.redaction import mask, redact_url
 
 log = logging.getLogger("reasonalign.openai_http")
 
@@ -85,13 +88,14 @@ class ChatClient:
     def __init__(self, base_url: str, api_key_env: str | None, *, timeout_s: float, max_retries: int,
                  backoff_s: float, concurrency: int, label: str, error_cls: type[Exception]):
         self.url = str(base_url).rstrip("/") + "/chat/completions"
+        self.shown_url = redact_url(self.url)  # in messages, logs and the repr: no credentials of the URL
         self.api_key_env = api_key_env
         self.timeout_s, self.max_retries, self.backoff_s = timeout_s, max_retries, backoff_s
         self.concurrency, self.label, self.error_cls = concurrency, label, error_cls
         self._rng = random.Random()
 
     def __repr__(self) -> str:
-        return f"ChatClient(url={self.url!r}, api_key_env={self.api_key_env!r})"
+        return f"ChatClient(url={self.shown_url!r}, api_key_env={self.api_key_env!r})"
 
     # -------------------------------------------------------------------------------- secrets
     def key(self) -> str | None:
@@ -102,7 +106,7 @@ class ChatClient:
         key = self.key()
         if key:
             text = text.replace(key, "***")
-        return text
+        return mask(text)
 
     # ------------------------------------------------------------------------------- requests
     def post(self, payload: bytes) -> tuple[dict, str]:
@@ -168,15 +172,15 @@ class ChatClient:
                 data, _ = self.post(payload)
                 return postprocess(self.content(data))
             except self.error_cls as e:
-                raise self.error_cls(self.redact(f"{self.label}: POST {self.url} failed for request {key}: "
+                raise self.error_cls(self.redact(f"{self.label}: POST {self.shown_url} failed for request {key}: "
                                                  f"{e}")) from None
             except _Retryable as e:
                 what = self.redact(e.what)
                 if attempt + 1 >= attempts:
-                    raise self.error_cls(f"{self.label}: POST {self.url} failed for request {key} after "
+                    raise self.error_cls(f"{self.label}: POST {self.shown_url} failed for request {key} after "
                                          f"{attempts} attempt(s): {what}") from None
                 delay = self.delay(attempt, e.retry_after)
-                log.warning("%s: POST %s for request %s: %s; retry %d/%d in %.2fs", self.label, self.url, key,
+                log.warning("%s: POST %s for request %s: %s; retry %d/%d in %.2fs", self.label, self.shown_url, key,
                             what, attempt + 1, self.max_retries, delay)
                 stop.wait(delay)
         raise AssertionError("unreachable")

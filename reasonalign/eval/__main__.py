@@ -26,7 +26,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from reasonalign.cli import conf_dir, exit_codes, redact
+from reasonalign.cli import conf_dir, exit_codes, protect, redact
 from reasonalign.config import Config, ConfigError, register_configs
 
 log = logging.getLogger("reasonalign.eval")
@@ -116,7 +116,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
     judged = {label: [row for n, _, _ in benches if (results[f"bench_{n}"].path / "judged.jsonl").exists()
                       for row in read_jsonl(results[f"bench_{n}"].path / "judged.jsonl")]}
     _, report = write_suite_report(out, f"reasonalign eval: `{label}` on `{ev.name}`", models, judged, extra={
-        "model": label, "model_path": model_path, "eval": ev.name, "judge": asdict(ev.judge),
+        "model": label, "model_path": model_path, "eval": ev.name, "judge": redact(asdict(ev.judge)),
         "train_prompts": str(train_file) if train_file else None,
         "verdict_head": {"file": str(head_file), "style": ev.verdict_style} if head else None,
         "stages": {n: {"fingerprint": r.fingerprint, "skipped": r.skipped, "seconds": round(r.seconds, 2)}
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     from reasonalign.cli import hydra_argv
 
     sys.argv = [sys.argv[0], *hydra_argv(args)]
+    protect(args)
     register_configs()
     hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(_task)()
 

@@ -55,7 +55,7 @@ class OpenAITeacher:
         self.client = ChatClient(cfg.base_url, cfg.api_key_env, timeout_s=cfg.timeout_s,
                                  max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
                                  concurrency=cfg.concurrency, label="teacher", error_cls=TeacherError)
-        self.url = self.client.url
+        self.url = self.client.shown_url  # credentials in base_url are not shown
 
     def __repr__(self) -> str:
         return (f"OpenAITeacher(url={self.url!r}, model={self.cfg.model!r}, "
