@@ -120,7 +120,7 @@ def worker_reasonalign(kind: str, overrides: list[str], data: str, out: str, ste
     # measurement only: the same step clock the plain-TRL side adds to its trainer
     clock = plain_trl_module().step_clock()
     own_callbacks = T.callbacks
-    T.callbacks = lambda losses: [*own_callbacks(losses), clock]
+    T.callbacks = lambda: [*own_callbacks(), clock]
     m = train(model_dir, rows, work, cfg.model, tc, deepspeed=deepspeed)
     import torch
 
