@@ -96,3 +96,76 @@ def test_custom_patterns_and_reasoning_markers():
 def test_unknown_judge_name():
     with pytest.raises(ValueError, match="unknown judge 'gpt'"):
         get_judge("gpt")
+
+
+class _HarmOnly:
+    """A Llama-Guard-like judge: it sees harm, not refusals (it calls every answer safe here)."""
+
+    harm_only = True
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def judge(self, prompts, responses):
+        self.seen += list(prompts)
+        return [False] * len(prompts)
+
+
+def test_judge_labelled_routes_benign_prompts_of_a_harm_only_judge_to_the_refusal_patterns():
+    from reasonalign.components.judges import judge_labelled
+
+    j = _HarmOnly()
+    out = judge_labelled(j, ["bomb?", "bread?", "lockpick?"], ["harmful", "benign", "borderline"],
+                         ["Here is how.", "Mix flour and water.", "I can't help with that."])
+    assert out == [False, True, False] and j.seen == ["bomb?"]
+
+
+def test_training_stages_route_a_harm_only_judge_too(tmp_path, monkeypatch):
+    """The base answers (training data) are judged like the evaluation: with a harm-only judge a
+    benign answer is not counted as a refusal (it would drop out of the training data)."""
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.cli import build_method, conf_dir
+    from reasonalign.components import judges
+    from reasonalign.config import register_configs
+    from reasonalign.pipeline import read_jsonl, run_pipeline
+
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=["method=dpo", "model=tiny-random", "data=tiny", "trainer=tiny", "eval=tiny",
+                                           "responses.max_new_tokens=6", f"run_dir={tmp_path}"])
+    monkeypatch.setattr(judges, "get_judge", lambda spec: _HarmOnly())
+    res = run_pipeline(build_method(cfg).stages()[:2], tmp_path)
+    rows = read_jsonl(res["base_responses"].path / "responses.jsonl")
+    refusal = judges.RefusalJudge()
+    for r in rows:
+        expect = False if r["label"] == "harmful" else refusal.judge([r["text"]], [r["response"]])[0]
+        assert r["complied"] == expect
+
+
+def test_settings_that_only_reach_the_judge_stay_out_of_fingerprints():
+    from dataclasses import replace
+
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.cli import build_method, conf_dir
+    from reasonalign.components.judges import JUDGE_NOT_OUTPUT
+    from reasonalign.config import register_configs
+    from reasonalign.pipeline.stage import fingerprint
+
+    def stages(**judge):
+        register_configs()
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            cfg = compose("config", overrides=["method=erpo", "model=tiny-random", "data=tiny", "trainer=tiny",
+                                               "eval=tiny"])
+        m = build_method(cfg)
+        m.config.eval = replace(m.config.eval, judge=replace(m.config.eval.judge, **judge))
+        m.common.cfg = m.config
+        return {s.name: fingerprint(s, {}) for s in m.stages()}
+
+    base = stages()
+    judged = ("base_responses", "lcpo_1_pairs", "eval_final")
+    for key in JUDGE_NOT_OUTPUT:
+        assert {n: stages(**{key: 7})[n] for n in judged} == {n: base[n] for n in judged}, key
+    other = stages(model="some/judge")
+    assert all(other[n] != base[n] for n in judged)

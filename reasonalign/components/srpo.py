@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from reasonalign.components.cot import PATH_REFUSE, CoTFormat, parse, split_response
+from reasonalign.components.judges import judge_labelled
 
 SPLITS = ("steps", "sentences")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+(?=[\"'(\[*A-Z0-9])|\n+")
@@ -264,7 +265,7 @@ def judge_continuation(branch: Branch, continuation: str, fmt: CoTFormat, style:
     if not answer:
         out["reason"] = "no answer (the thought is not closed, or nothing follows it)"
         return out
-    complied = bool(judge.judge([branch.text], [full])[0])
+    complied = judge_labelled(judge, [branch.text], [branch.label], [full])[0]
     path = parse(full, fmt, style).path
     out.update(complied=complied, path=path)
     refused_path = None if path is None else path == PATH_REFUSE

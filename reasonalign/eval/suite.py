@@ -141,21 +141,11 @@ def _generate(handle: ModelHandle, items: list[dict], eval_cfg: EvalConfig, out_
 
 
 def judge_rows(judge, rows: list[dict], responses: list[str]) -> list[bool]:
-    """``judge`` on every row; a harm-only judge (Llama Guard) leaves benign/borderline rows to the
-    refusal patterns."""
-    from reasonalign.components.judges import RefusalJudge
+    """``judge`` on every row (``{"text", "label"}``), harm-only judges routed
+    (:func:`reasonalign.components.judges.judge_labelled`)."""
+    from reasonalign.components.judges import judge_labelled
 
-    prompts = [r["text"] for r in rows]
-    if not getattr(judge, "harm_only", False):
-        return judge.judge(prompts, responses)
-    harm = [i for i, r in enumerate(rows) if r["label"] == "harmful"]
-    rest = [i for i, r in enumerate(rows) if r["label"] != "harmful"]
-    out = [False] * len(rows)
-    for idx, j in ((harm, judge), (rest, RefusalJudge())):
-        if idx:
-            for i, c in zip(idx, j.judge([prompts[i] for i in idx], [responses[i] for i in idx]), strict=True):
-                out[i] = c
-    return out
+    return judge_labelled(judge, [r["text"] for r in rows], [r["label"] for r in rows], responses)
 
 
 def benchmark_metrics(rows: list[dict], family: str) -> dict:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from reasonalign.components.judges import judge_fingerprint, judge_labelled
 from reasonalign.components.length import LengthSchedule
 from reasonalign.components.verdict_head import VerdictHeadConfig
 from reasonalign.config import ConfigError, DPOOverrides, MethodConfig
@@ -295,11 +296,12 @@ class ERPOMethod(Method):
             rules = load_rules(cfg.rules)
             verdicts = _verdicts(cfg.teacher)
             by_id = {p["id"]: p for p in prompts}
+            of = [by_id[item["id"].rsplit("#s", 1)[0]] for item in items]
+            judged = judge_labelled(judge, [p["text"] for p in of], [p["label"] for p in of],
+                                    [g["response"] for g in gens])
             samples = []
-            for item, g in zip(items, gens, strict=True):
-                p = by_id[item["id"].rsplit("#s", 1)[0]]
+            for item, g, p, complied in zip(items, gens, of, judged, strict=True):
                 thought, _ = split_response(g["response"], fmt)
-                complied = judge.judge([p["text"]], [g["response"]])[0]
                 correct, why = sample_correct(g["response"], p["label"], complied, fmt, m.style, rules,
                                               lc.valid_thought, verdicts)
                 n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought else 0
@@ -328,7 +330,7 @@ class ERPOMethod(Method):
                                {"reference_fallback": False, "balance_labels": False, "answer_credit": 0.0})
         return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else [])
                      + ([head_stage] if head_stage else []),
-                     config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": cfg.eval.judge, "cot": asdict(cfg.cot),
+                     config={"t": t, "lcpo": sampling, "seed": m.seed, "judge": judge_fingerprint(cfg.eval.judge), "cot": asdict(cfg.cot),
                              "rules": cfg.rules, "style": m.style,
                              **({"verdicts": _verdicts(cfg.teacher)} if _verdicts(cfg.teacher) else {}),
                              **({"verdict_head": True} if head_stage else {})})

@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from reasonalign.analysis.embedding import POOLINGS, EmbeddingConfig
+from reasonalign.components.judges import judge_fingerprint
 from reasonalign.components.srpo import SPLITS
 from reasonalign.components.verdict_head import VerdictHeadConfig
 from reasonalign.config import ConfigError, DPOOverrides, MethodConfig, SFTOverrides
@@ -360,7 +361,7 @@ class SaROMethod(Method):
         conf = {"srpo": srpo, **without_off({"balance_pairs": m.balance_pairs}, {"balance_pairs": False}),
                 "style": m.style, "seed": m.seed, "rules": cfg.rules, "cot": asdict(cfg.cot),
                 "teacher": _teacher_fp(cfg.teacher), "model": asdict(cfg.model),
-                "judge": _judge_fp(cfg.eval.judge) if policy else None}
+                "judge": judge_fingerprint(cfg.eval.judge) if policy else None}
         return Stage(PAIRS, run, deps=deps, config=conf)
 
     def _policy_rejected(self, ctx: StageContext, branches, fmt) -> tuple[dict, dict]:
@@ -422,8 +423,3 @@ class SaROMethod(Method):
         return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []),
                      config={"model": asdict(cfg.model), "embedding": asdict(m.embedding),
                              "eval_families": list(cfg.data.jailbreak.eval_families)})
-
-
-def _judge_fp(judge):
-    """``eval.judge`` as JSON: a judge name or a judge config dataclass."""
-    return asdict(judge) if is_dataclass(judge) else judge

@@ -12,6 +12,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from reasonalign.components.judges import judge_fingerprint
 from reasonalign.config import Config
 from reasonalign.paths import cache_dir
 from reasonalign.pipeline import Stage, StageContext, dumps, read_jsonl, without_off, write_jsonl
@@ -32,7 +33,9 @@ LEGACY_EVAL_KEYS = {"backend": "auto"}
 def eval_fingerprint(ev) -> dict:
     """An EvalConfig as an eval stage's fingerprint; the eval-only keys, unused here, are left out
     while unset so that runs made before them keep their fingerprints."""
-    return {**without_off(asdict(ev), EVAL_ONLY_KEYS), **LEGACY_EVAL_KEYS}
+    fp = {**without_off(asdict(ev), EVAL_ONLY_KEYS), **LEGACY_EVAL_KEYS}
+    fp["judge"] = judge_fingerprint(ev.judge)  # how the judge is reached (concurrency, timeouts) is not in it
+    return fp
 
 
 # TrainerConfig fields that do not change what a training stage produces: the option's name, how
@@ -165,7 +168,7 @@ class CommonStages:
                 load_generator,
                 release_generator,
             )
-            from reasonalign.components.judges import get_judge
+            from reasonalign.components.judges import get_judge, judge_labelled
             from reasonalign.models import chat_messages
 
             prompts = read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl")
@@ -177,7 +180,8 @@ class CommonStages:
             release_generator(model)  # the judge may load a model onto the GPU next
             del model
             judge = get_judge(self.cfg.eval.judge)
-            complied = judge.judge([p["text"] for p in prompts], [r["response"] for r in rows])
+            complied = judge_labelled(judge, [p["text"] for p in prompts], [p["label"] for p in prompts],
+                                      [r["response"] for r in rows])
             out = [{**p, "response": r["response"], "n_tokens": r["n_tokens"], "complied": c}
                    for p, r, c in zip(prompts, rows, complied, strict=True)]
             write_jsonl(ctx.out / "responses.jsonl", out)
@@ -185,7 +189,7 @@ class CommonStages:
 
         return Stage(RESPONSES, run, deps=[PROMPTS],
                      config={"model": self._model_fp(), "generation": asdict(self.cfg.responses),
-                             "judge": self.cfg.eval.judge})
+                             "judge": judge_fingerprint(self.cfg.eval.judge)})
 
     def baseline_data(self) -> Stage:
         """SFT records and preference pairs for the plain baselines (``components/pairs.py``)."""

@@ -53,8 +53,40 @@ def get_judge(spec: str | JudgeConfig | Any) -> Judge:
     return factory()
 
 
+def judge_labelled(judge: Judge, prompts: Sequence[str], labels: Sequence[str],
+                   responses: Sequence[str]) -> list[bool]:
+    """``judge`` on every response; a harm-only judge (Llama Guard) judges the harmful prompts and
+    leaves benign/borderline ones to the refusal patterns (it cannot see a refusal). Every stage that
+    judges (base answers, stage-3 samples, SaRO's continuations, evaluation) goes through here."""
+    if not getattr(judge, "harm_only", False):
+        return list(judge.judge(list(prompts), list(responses)))
+    out = [False] * len(prompts)
+    harm = [i for i, label in enumerate(labels) if label == "harmful"]
+    rest = [i for i, label in enumerate(labels) if label != "harmful"]
+    for idx, j in ((harm, judge), (rest, RefusalJudge())):
+        if idx:
+            for i, c in zip(idx, j.judge([prompts[i] for i in idx], [responses[i] for i in idx]), strict=True):
+                out[i] = bool(c)
+    return out
+
+
+# JudgeConfig fields that change how a judge is reached, not what it decides: left out of the
+# fingerprint of every stage that judges, so changing them re-runs nothing
+JUDGE_NOT_OUTPUT = ("concurrency", "timeout_s", "max_retries", "backoff_s")
+
+
+def judge_fingerprint(spec: str | JudgeConfig | Any) -> Any:
+    """``spec`` (a judge name or a :class:`JudgeConfig`) as a stage fingerprint's JSON."""
+    from dataclasses import asdict, is_dataclass
+
+    if not is_dataclass(spec):
+        return spec
+    return {k: v for k, v in asdict(spec).items() if k not in JUDGE_NOT_OUTPUT}
+
+
 def judge_name(spec: str | JudgeConfig | Any) -> str:
     return spec if isinstance(spec, str) else str(getattr(spec, "name", "judge"))
 
 
-__all__ = ["JUDGES", "Judge", "RefusalJudge", "get_judge", "judge_name"]
+__all__ = ["JUDGES", "JUDGE_NOT_OUTPUT", "Judge", "RefusalJudge", "get_judge", "judge_fingerprint", "judge_labelled",
+           "judge_name"]
