@@ -384,16 +384,6 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="reasonalign_schema", node=Config)
-    # ${safe_name:...}: a name fit for one path component (a hub id's "/" would nest run directories)
-    OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)
-
-
-def safe_name(value: Any) -> str:
-    """``value`` as one path component: every run of characters other than letters, digits, ``.``,
-    ``_`` and ``-`` becomes ``_`` (``Qwen/Qwen2.5-0.5B-Instruct`` -> ``Qwen_Qwen2.5-0.5B-Instruct``)."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value)).strip("._") or "model"
 
 
 def check_known_keys(node: DictConfig, where: str = "") -> None:
@@ -431,6 +421,19 @@ def validate_method_config(node: DictConfig | dict, schema: type) -> DictConfig:
     except Exception as e:  # omegaconf's ConfigKeyError / ValidationError
         raise ConfigError(f"method config: {e}".strip()) from None
     return merged
+
+
+def safe_name(value: Any) -> str:
+    """``value`` as one path component: every run of characters other than letters, digits, ``.``,
+    ``_`` and ``-`` becomes ``_`` (``Qwen/Qwen2.5-0.5B-Instruct`` -> ``Qwen_Qwen2.5-0.5B-Instruct``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value)).strip("._") or "model"
+
+
+# ${safe_name:...} in any config that reasonalign composes (run_dir, eval_dir: a hub id's "/" would
+# nest run directories); registered on import, so every entry point has it
+OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)
 
 
 class ReasonalignError(Exception):

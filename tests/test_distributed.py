@@ -409,4 +409,4 @@ def test_zero2_interrupted_stage_resumes_from_its_deepspeed_checkpoint(single):
     # tokens counted are the resumed attempt's only: one step's
     rows = [row for row in json.loads((run_dir / "stages/dpo/train_log.json").read_text()) if "loss" in row]
     assert [row["step"] for row in rows] == [1, 2, 3]
-    assert m["train_tokens"] == rows[2]["num_tokens"] - rows[1]["num_tokens"] > 0
+    assert m["train_tokens"] == rows[2]["num_tokens"] > 0  # TRL counts the resumed attempt from zero

@@ -230,14 +230,11 @@ def run_info(trainer) -> dict:
 
 
 def throughput(result, rows: list[dict], resumed_at: int = 0) -> dict:
-    """The training loop's wall time and tokens/s (TRL's cumulative ``num_tokens``: tokens seen on
-    all ranks), both for this attempt only: after a resume from step ``resumed_at``, the tokens
-    logged up to that step are not this attempt's."""
+    """The training loop's wall time and tokens/s (TRL's ``num_tokens``: tokens seen on all ranks),
+    both for this attempt only. TRL counts from zero again in a resumed attempt, so after a resume
+    from step ``resumed_at`` only the rows logged after it are this attempt's."""
     runtime = (getattr(result, "metrics", None) or {}).get("train_runtime")
-    seen = [(r["step"], r["num_tokens"]) for r in rows if "num_tokens" in r]
-    tokens = max((n for _, n in seen), default=None)
-    if tokens is not None and resumed_at:
-        tokens -= max((n for step, n in seen if step <= resumed_at), default=0)
+    tokens = max((r["num_tokens"] for r in rows if "num_tokens" in r and r["step"] > resumed_at), default=None)
     out = {"train_runtime": runtime, "train_tokens": tokens}
     if runtime and tokens:
         out["train_tokens_per_s"] = round(tokens / runtime, 2)
