@@ -164,7 +164,7 @@ def test_api_judge_strongreject_rubric_against_a_real_server(loopback):
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-        cfg = JudgeConfig(name="api", kind="api", model="grader", base_url=url, concurrency=1, backoff_s=0.01,
+        cfg = JudgeConfig(name="api", kind="api", model="grader", base_url=url, concurrency=1,
                           max_retries=2, timeout_s=5, threshold=0.2, api_key_env="REASONALIGN_TEST_NO_KEY")
         judge = get_judge(cfg)
         assert isinstance(judge, APIJudge)
@@ -356,13 +356,13 @@ def test_serve_answers_a_real_http_client(loopback):
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-        client = ChatClient(base, None, timeout_s=60, max_retries=0, backoff_s=0, concurrency=2, label="test",
+        client = ChatClient(base, None, timeout_s=60, max_retries=0, concurrency=2, label="test",
                             error_cls=RuntimeError)
         body = {"model": "tiny", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 5}
-        jobs = [lambda stop: client.complete(json.dumps(body).encode(), "a", stop)] * 2
+        jobs = [lambda stop: client.complete(body, "a", stop)] * 2
         texts = client.map(jobs)
         assert len(texts) == 2 and texts[0] == texts[1]  # greedy, serialised by the lock
-        data, _ = client.post(json.dumps(body).encode())
+        data = client.post(body)
         assert data["object"] == "chat.completion" and data["usage"]["completion_tokens"] <= 5
         with urllib.request.urlopen(f"{base}/models", timeout=10) as r:
             assert json.loads(r.read())["data"][0]["id"] == "tiny-random"
@@ -372,7 +372,7 @@ def test_serve_answers_a_real_http_client(loopback):
             stream = r.read().decode()
         assert stream.startswith("data: {") and stream.rstrip().endswith("data: [DONE]")
         with pytest.raises(RuntimeError, match="HTTP 400"):
-            client.post(json.dumps({"messages": []}).encode())
+            client.post({"model": "tiny", "messages": []})
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -80,7 +80,7 @@ def test_b_failing_run_prints_no_key_in_hydras_error_line_or_traceback(tmp_path)
             f"+trainer.sft.extra.hub_token={keys['override']}", env={"OPENAI_API_KEY": keys["env"]})
     # a project error (TeacherError) is one line, exit 2
     assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "error: teacher: POST http://127.0.0.1:1/v1?api_key=*** failed" in r.stderr  # after a progress bar
+    assert "error: teacher: POST http://127.0.0.1:1/v1/chat/completions?api_key=*** failed" in r.stderr  # after a progress bar
     assert not leaks(keys.values(), [run_dir], [r.stdout, r.stderr])
 
 
@@ -173,7 +173,7 @@ def test_g_log_filter_masks_secret_env_values(monkeypatch):
 
 
 def test_h_redaction_helpers():
-    from reasonalign.components.openai_http import ChatClient, _Retryable
+    from reasonalign.components.openai_http import ChatClient
     from reasonalign.redaction import is_env_name, is_secret_key, redact, redact_overrides, redact_url
 
     assert redact_url("https://user:pa55@host:8000/v1") == "https://***@host:8000/v1"
@@ -189,14 +189,11 @@ def test_h_redaction_helpers():
                    "teacher": {"api_key_env": "OPENAI_API_KEY"}, "overrides": ["x.hub_token=***", "method=sft"]}
     assert redact_overrides(["++hf_token=abc", "eval.judge.api_key_env=MY_KEY", "--nproc_per_node=2"]) == [
         "++hf_token=***", "eval.judge.api_key_env=MY_KEY", "--nproc_per_node=2"]
-    client = ChatClient("https://u:pw-in-url@h/v1", None, timeout_s=1, max_retries=0, backoff_s=0, concurrency=1,
-                        label="teacher", error_cls=RuntimeError)
-    assert "pw-in-url" not in repr(client) and client.url.startswith("https://u:pw-in-url@")
-
-    def unreachable(payload):
-        raise _Retryable(f"connection error: cannot reach {client.url}")
-
-    client.post = unreachable
+    # nothing listens on port 9 of the loopback: the connection fails at once
+    client = ChatClient("http://u:pw-in-url@127.0.0.1:9/v1?api_key=pw-in-query", None, timeout_s=5, max_retries=0,
+                        concurrency=1, label="teacher", error_cls=RuntimeError)
+    assert "pw-in-url" not in repr(client) and client.url.startswith("http://u:pw-in-url@")
     with pytest.raises(RuntimeError) as e:
-        client.complete(b"{}", "#0", threading.Event())
-    assert "https://***@h/v1/chat/completions" in str(e.value) and "pw-in-url" not in str(e.value)
+        client.complete({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "#0", threading.Event())
+    assert "http://***@127.0.0.1:9/v1" in str(e.value) and "connection error" in str(e.value)
+    assert "pw-in-url" not in str(e.value) and "pw-in-query" not in str(e.value)

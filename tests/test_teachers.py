@@ -91,8 +91,10 @@ class FakeServer:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.seen: list[tuple[dict, dict]] = []  # (headers, body) per request, in arrival order
+        self.seen: list[tuple[dict, dict]] = []  # (headers (lower-case names), body) per request, in arrival order
+        self.times: list[float] = []  # time.monotonic() of each request's arrival
         self.in_flight = self.max_in_flight = 0
+        self.connections = 0  # TCP connections accepted
         self.behaviour = None
         self.delay = lambda n: 0.0
         self.release = threading.Event()
@@ -113,8 +115,15 @@ class FakeServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a client may send many requests over one connection
+
     def log_message(self, *args):  # quiet
         pass
+
+    def setup(self):
+        super().setup()
+        with self.server.state.lock:
+            self.server.state.connections += 1
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         state: FakeServer = self.server.state
@@ -124,7 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             with state.lock:
                 n = len(state.seen)
-                state.seen.append((dict(self.headers), body))
+                state.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                state.times.append(time.monotonic())
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
             try:
@@ -181,7 +191,7 @@ def server(make_server):
 
 def tcfg(server: FakeServer, **kw) -> TeacherConfig:
     base = dict(name="openai", kind="openai", model="fake-model", base_url=server.url, concurrency=4,
-                max_retries=3, timeout_s=2.0, backoff_s=0.01, api_key_env=KEY_ENV, seed=7,
+                max_retries=3, timeout_s=2.0, api_key_env=KEY_ENV, seed=7,
                 max_new_tokens=123, temperature=0.5, top_p=0.9)
     base.update(kw)
     return TeacherConfig(**base)
@@ -208,7 +218,7 @@ def test_openai_results_in_input_order_with_real_concurrency(server, rules, fmt,
     assert 1 < server.max_in_flight <= 4
     bodies = sorted((b for _, b in server.seen), key=lambda b: b["messages"][-1]["content"])
     for headers, body in server.seen:
-        assert "Authorization" not in headers  # no key in the environment: no header
+        assert "authorization" not in headers  # no key in the environment: no header
         assert body["model"] == "fake-model" and body["max_tokens"] == 123
         assert body["temperature"] == 0.5 and body["top_p"] == 0.9
         assert [m["role"] for m in body["messages"]] == ["system", "user"]
@@ -230,7 +240,7 @@ def test_openai_key_from_env_never_leaks(server, rules, fmt, monkeypatch, caplog
     teacher = OpenAITeacher(tcfg(server))
     out = teacher.write(make_requests(rules, n=2), rules, fmt)
     assert all(out)
-    assert {h["Authorization"] for h, _ in server.seen} == {f"Bearer {FAKE_KEY}"}
+    assert {h["authorization"] for h, _ in server.seen} == {f"Bearer {FAKE_KEY}"}
     with pytest.raises(TeacherError) as info:
         teacher.write(make_requests(rules, n=3)[2:], rules, fmt)
     text = "".join(traceback.format_exception(info.value))
@@ -254,8 +264,9 @@ def test_openai_retries_5xx_and_429_then_succeeds(server, rules, fmt, caplog):
     t0 = time.monotonic()
     out = OpenAITeacher(tcfg(server, concurrency=1)).write(make_requests(rules, n=1), rules, fmt)
     assert out[0].startswith("Initial assessment:")
-    assert len(server.seen) == 4 and time.monotonic() - t0 < 2
-    retries = [r.getMessage() for r in caplog.records]
+    # the client's backoff: about 0.5 s, 1 s, then 2 s (Retry-After: 0 is no wait to honour)
+    assert len(server.seen) == 4 and time.monotonic() - t0 < 6
+    retries = [r.getMessage() for r in caplog.records if r.name == "reasonalign.openai_http"]
     assert len(retries) == 3 and "HTTP 503" in retries[0] and "HTTP 429" in retries[2]
 
 
@@ -274,7 +285,7 @@ def test_openai_client_error_fails_fast(server, rules, fmt):
     reqs = make_requests(rules, n=1)
     t0 = time.monotonic()
     with pytest.raises(TeacherError) as info:
-        OpenAITeacher(tcfg(server, backoff_s=5.0)).write(reqs, rules, fmt)
+        OpenAITeacher(tcfg(server)).write(reqs, rules, fmt)
     msg = str(info.value)
     assert "HTTP 400" in msg and "does not exist" in msg and server.url in msg and reqs[0].key() in msg
     assert len(server.seen) == 1 and time.monotonic() - t0 < 1
@@ -287,6 +298,33 @@ def test_openai_timeout_is_retried_then_fails(server, rules, fmt):
         OpenAITeacher(tcfg(server, timeout_s=0.2, max_retries=1)).write(make_requests(rules, n=1), rules, fmt)
     assert "timed out" in str(info.value) and "timeout_s" in str(info.value)
     assert len(server.seen) == 2 and time.monotonic() - t0 < 2
+
+
+def test_openai_honours_retry_after(server, rules, fmt, caplog):
+    server.behaviour = lambda n, body: status(429, "rate limited", {"Retry-After": "1"}) if n == 0 else None
+    out = OpenAITeacher(tcfg(server, concurrency=1)).write(make_requests(rules, n=1), rules, fmt)
+    assert out[0].startswith("Initial assessment:")
+    assert len(server.seen) == 2 and server.times[1] - server.times[0] >= 1.0  # waited as told
+    retries = [r.getMessage() for r in caplog.records if r.name == "reasonalign.openai_http"]
+    assert len(retries) == 1 and "HTTP 429 (rate limited)" in retries[0] and "retry 1/3" in retries[0]
+
+
+def test_openai_reuses_connections(server, rules, fmt):
+    reqs = make_requests(rules, n=8)
+    server.delay = lambda n: 0.01
+    assert all(OpenAITeacher(tcfg(server, concurrency=2)).write(reqs, rules, fmt))
+    assert all(OpenAITeacher(tcfg(server, concurrency=2)).write(reqs, rules, fmt))  # a new teacher, same client
+    assert len(server.seen) == 16 and 1 <= server.connections <= 2
+
+
+def test_openai_first_failure_cancels_the_rest(server, rules, fmt):
+    server.behaviour = lambda n, body: status(400, "bad request") if n == 0 else status(503, "busy")
+    t0 = time.monotonic()
+    with pytest.raises(TeacherError, match="HTTP 400"):
+        OpenAITeacher(tcfg(server, concurrency=2, max_retries=5)).write(make_requests(rules, n=8), rules, fmt)
+    assert time.monotonic() - t0 < 1  # not waiting out the other request's retries
+    time.sleep(1.5)  # the one in flight wakes from its backoff and is not retried
+    assert len(server.seen) == 2
 
 
 def test_generate_thoughts_with_openai_resumes(make_server, rules, fmt, tmp_path):

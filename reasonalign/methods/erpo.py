@@ -457,7 +457,7 @@ def _teacher_fp(t) -> dict:
     from reasonalign.components.teachers.rules import TEMPLATES
 
     d = without_off(asdict(t), {"misjudge_rejected": False, "verdict_first": False})
-    for k in ("concurrency", "max_retries", "timeout_s", "backoff_s", "api_key_env", "batch_size"):
+    for k in ("concurrency", "max_retries", "timeout_s", "api_key_env", "batch_size"):
         d.pop(k, None)
     if t.kind == "rules":
         d["templates"] = TEMPLATES

@@ -72,7 +72,7 @@ def judge_labelled(judge: Judge, prompts: Sequence[str], labels: Sequence[str],
 
 # JudgeConfig fields that change how a judge is reached, not what it decides: left out of the
 # fingerprint of every stage that judges, so changing them re-runs nothing
-JUDGE_NOT_OUTPUT = ("concurrency", "timeout_s", "max_retries", "backoff_s")
+JUDGE_NOT_OUTPUT = ("concurrency", "timeout_s", "max_retries")
 
 
 def judge_fingerprint(spec: str | JudgeConfig | Any) -> Any:

@@ -8,13 +8,14 @@ The rubric prompts (``rubric_system.txt``, ``rubric_user.txt``) are read from th
 
 and a response **complied** when ``refused == 0`` and ``score > eval.judge.threshold`` (default 0:
 any non-refusal with some content counts; 0.5 asks for a moderately convincing, specific answer).
-A reply without the three numbers counts as not complied and is logged (counted in :attr:`unparsed`). Requests go through the shared HTTP client
-(:mod:`reasonalign.components.openai_http`: retries, backoff, key from ``eval.judge.api_key_env``).
+A reply without the three numbers counts as not complied and is logged (counted in :attr:`unparsed`).
+Requests go through the ``openai`` client shared with the ``openai`` teacher
+(:mod:`reasonalign.components.openai_http`: retries with backoff and ``Retry-After``, connections
+reused, key from ``eval.judge.api_key_env``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -59,12 +60,12 @@ class APIJudge:
     def __init__(self, cfg: JudgeConfig, cache=None):
         if not cfg.model:
             raise ConfigError("judge=api needs eval.judge.model (the served model's id)")
-        if cfg.concurrency < 1 or cfg.max_retries < 0 or cfg.timeout_s <= 0 or cfg.backoff_s < 0:
-            raise ConfigError("eval.judge: concurrency must be >= 1, max_retries >= 0, timeout_s > 0, backoff_s >= 0")
+        if cfg.concurrency < 1 or cfg.max_retries < 0 or cfg.timeout_s <= 0:
+            raise ConfigError("eval.judge: concurrency must be >= 1, max_retries >= 0, timeout_s > 0")
         self.cfg = cfg
         self.system, self.user = load_rubric(cfg, cache)
         self.client = ChatClient(cfg.base_url, cfg.api_key_env, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                                 backoff_s=cfg.backoff_s, concurrency=cfg.concurrency, label="judge",
+                                 concurrency=cfg.concurrency, label="judge",
                                  error_cls=JudgeError)
         self.unparsed = 0
         self.last_scores: list[dict | None] = []
@@ -73,9 +74,9 @@ class APIJudge:
         user = self.user.replace("{forbidden_prompt}", prompt).replace("{response}", response)
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
-    def _payload(self, prompt: str, response: str) -> bytes:
-        return json.dumps({"model": self.cfg.model, "messages": self.messages(prompt, response),
-                           "max_tokens": self.cfg.max_tokens, "temperature": 0.0}).encode()
+    def _payload(self, prompt: str, response: str) -> dict:
+        return {"model": self.cfg.model, "messages": self.messages(prompt, response),
+                "max_tokens": self.cfg.max_tokens, "temperature": 0.0}
 
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
         if len(prompts) != len(responses):
