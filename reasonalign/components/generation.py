@@ -90,6 +90,17 @@ def _finish(row: list[int], stops: list[int], prefix: str, tokenizer) -> tuple[s
     return (prefix + tokenizer.decode(row[:n], skip_special_tokens=True)).strip(), n, min(n + 1, len(row))
 
 
+def _finish_batch(idx: list[int], rows: list[list[int]], stops: list[int], prefixes: list[str] | None, tokenizer,
+                  stats: GenerationStats | None, t0: float) -> tuple[list[str], list[int]]:
+    """One batch's ``(responses, n_tokens)`` (:func:`_finish` per row) and its share of ``stats``."""
+    done = [_finish(row, stops, prefixes[i] if prefixes else "", tokenizer) for i, row in zip(idx, rows, strict=True)]
+    if stats is not None:
+        stats.wall_s += time.perf_counter() - t0
+        stats.n_prompts += len(idx)
+        stats.n_new_tokens += sum(c for _, _, c in done)
+    return [t for t, _, _ in done], [n for _, n, _ in done]
+
+
 def is_vllm(model) -> bool:
     """Whether ``model`` (from :func:`load_generator`) generates through vLLM."""
     return getattr(model, "backend", None) == "vllm"
@@ -137,17 +148,7 @@ def _batches(model, tokenizer, encoded: list[list[int]], settings: GenerationSet
             t0 = time.perf_counter()
             with torch.inference_mode():
                 out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-            texts, counts, computed = [], [], 0
-            for i, row in zip(idx, out[:, width:].tolist(), strict=True):
-                text, n, c = _finish(row, stops, prefixes[i] if prefixes else "", tokenizer)
-                texts.append(text)
-                counts.append(n)
-                computed += c
-            if stats is not None:
-                stats.wall_s += time.perf_counter() - t0
-                stats.n_prompts += len(idx)
-                stats.n_new_tokens += computed
-            yield idx, texts, counts
+            yield idx, *_finish_batch(idx, out[:, width:].tolist(), stops, prefixes, tokenizer, stats, t0)
     finally:
         model.train(was_training)
 
@@ -166,17 +167,8 @@ def _vllm_batches(model, tokenizer, encoded: list[list[int]], settings: Generati
                                   do_sample=settings.do_sample, temperature=settings.temperature,
                                   top_p=settings.top_p, stop_ids=stops,
                                   seeds=[seeds[i] for i in idx] if seeds else None)
-        texts, counts, computed = [], [], 0
-        for i, row in zip(idx, rows, strict=True):
-            text, n, c = _finish(row[:settings.max_new_tokens], stops, prefixes[i] if prefixes else "", tokenizer)
-            texts.append(text)
-            counts.append(n)
-            computed += c
-        if stats is not None:
-            stats.wall_s += time.perf_counter() - t0
-            stats.n_prompts += len(idx)
-            stats.n_new_tokens += computed
-        yield idx, texts, counts
+        rows = [row[:settings.max_new_tokens] for row in rows]
+        yield idx, *_finish_batch(idx, rows, stops, prefixes, tokenizer, stats, t0)
 
 
 def _progress(total: int, desc: str, initial: int = 0):
