@@ -49,7 +49,7 @@ def stage_table(recipe: str | None, overrides: list[str]) -> list[list]:
     """``[name, deps, fingerprint]`` for every stage, in order, fingerprints chained as in
     ``run_pipeline``."""
     method = build_method(compose_config(recipe, overrides))
-    getattr(method, "validate", lambda: None)()  # start-up checks, as the CLI runs them
+    method.validate()  # the start-up checks, as the CLI runs them
     fps: dict[str, str] = {}
     rows = []
     for stage in method.stages():
@@ -79,3 +79,12 @@ if __name__ == "__main__" and "--write" in sys.argv:
     TABLE.parent.mkdir(parents=True, exist_ok=True)
     TABLE.write_text(json.dumps(full_table(), indent=1) + "\n")
     print(f"wrote {TABLE}")
+
+
+@pytest.mark.parametrize("overrides,final", [
+    (["method=sft"], "sft"), (["method=dpo"], "dpo"), (["method=dpo", "method.sft_warmup=false"], "dpo"),
+    (["method=erpo"], "lcpo_3"), (["method=erpo", "method.lcpo.iterations=0"], "dpo"),
+    (["method=erpo", *VERDICT_FIRST], "lcpo_3"), (["method=saro"], "srpo"), (["method=saro", *VERDICT_FIRST], "srpo"),
+])
+def test_final_stage_is_the_last_training_stage(overrides, final):
+    assert build_method(compose_config(None, overrides)).final_stage == final
