@@ -76,8 +76,9 @@ class ERPOMethod(Method):
     def stages(self):
         s, m = self.common, self.config.method
         head = m.verdict_head.enabled
-        stages = [s.prompts(), s.base_responses(), self.data_stage(),  # 1: ex-ante reasoning data, SFT
-                  s.sft("sft", data=(DATA, "sft.jsonl")),  # 2: DPO on the three kinds of pairs
+        stages = [s.prompts(), s.base_responses(),
+                  self.data_stage(), s.sft("sft", data=(DATA, "sft.jsonl")),  # 1: ex-ante reasoning SFT
+                  # 2: DPO on safety, usefulness and efficiency pairs
                   s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft", trainer=m.dpo.apply(self.config.trainer))]
         if head:
             stages.append(s.verdict_head("dpo", m.verdict_head))
