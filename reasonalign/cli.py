@@ -120,7 +120,8 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError("eval.verdict_head is for `python -m reasonalign.eval`; a training run fits and uses "
                           "its own head with method.verdict_head.enabled=true")
     method = build_method(cfg)
-    preflight(method.config, method.mcfg)
+    method.validate()
+    preflight(method.config, method.config.method)
     distributed.validate(cfg.distributed)
     distributed.init(cfg.distributed)
     run_dir = Path(cfg.run_dir)
@@ -184,7 +185,8 @@ def _task(cfg: DictConfig) -> None:
         if distributed.needs_launch(cfg.distributed):
             distributed.validate(cfg.distributed)
             method = build_method(cfg)
-            preflight(method.config, method.mcfg)
+            method.validate()
+            preflight(method.config, method.config.method)
             sys.exit(distributed.relaunch(cfg.distributed, _ARGV, cfg.run_dir))
         run(cfg)
 

@@ -83,12 +83,12 @@ def test_benign_rule_verification_never_says_violated(style):
 
 
 def test_teacher_wording_version_is_in_the_data_fingerprint():
+    from reasonalign.components.teachers.base import teacher_fingerprint
     from reasonalign.components.teachers.rules import TEMPLATES
     from reasonalign.config import TeacherConfig
-    from reasonalign.methods.erpo import _teacher_fp
 
-    assert _teacher_fp(TeacherConfig())["templates"] == TEMPLATES
-    assert "templates" not in _teacher_fp(TeacherConfig(name="hf", kind="hf", model="m"))
+    assert teacher_fingerprint(TeacherConfig())["templates"] == TEMPLATES
+    assert "templates" not in teacher_fingerprint(TeacherConfig(name="hf", kind="hf", model="m"))
 
 
 def test_balance_labels_repeats_the_smaller_group():
@@ -244,7 +244,9 @@ def test_verdict_pairs_differ_only_in_the_verdict_word():
 
 def test_verdict_pair_mix_needs_verdict_first_and_stays_out_of_the_fingerprint_while_off(tmp_path):
     def configs(*overrides):
-        return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}
+        method = build_method(erpo_cfg(tmp_path, *overrides))
+        method.validate()
+        return {s.name: s.config for s in method.stages()}
 
     base = configs()
     assert configs("method.pair_mix.verdict=0.0") == base
@@ -327,7 +329,7 @@ def test_answer_credit_is_checked_and_leaves_fingerprints_alone_while_0(tmp_path
     assert "answer_credit" not in json.dumps(base["lcpo_1_pairs"], default=str)
     assert half["lcpo_1_pairs"] != base["lcpo_1_pairs"] and half["dpo"] == base["dpo"]
     with pytest.raises(ConfigError, match="answer_credit"):
-        build_method(erpo_cfg(tmp_path, "method.lcpo.answer_credit=1.0")).stages()
+        build_method(erpo_cfg(tmp_path, "method.lcpo.answer_credit=1.0")).validate()
     # stage 2's pair balancing: off keeps every fingerprint, on changes the data stage and what follows
     assert configs("method.balance_pairs=false") == base
     assert "balance_pairs" not in json.dumps(base["erpo_data"], default=str)
@@ -348,7 +350,7 @@ def test_best_worst_pairs_reference_fallback_for_prompts_without_a_correct_sampl
 
 
 def test_reference_responses_use_the_concise_thought_and_the_reference_answer(tmp_path):
-    from reasonalign.methods.erpo import _reference_responses
+    from reasonalign.components.lcpo import reference_responses
     from reasonalign.pipeline import write_jsonl
 
     concise = "Initial assessment: fine.\n\nRule verification: [S0] No rule applies.\n\nPath calibration: Path: answer."
@@ -361,12 +363,12 @@ def test_reference_responses_use_the_concise_thought_and_the_reference_answer(tm
     sft = [{"id": i, "completion": [{"role": "assistant", "content": FMT.compose(correct, f"answer {i}")}]}
            for i in ("a", "b", "a")]  # balanced stage-1 data repeats rows
     write_jsonl(tmp_path / "sft.jsonl", sft)
-    refs = _reference_responses(tmp_path, FMT, EX_ANTE)
+    refs = reference_responses(tmp_path, FMT, EX_ANTE)
     assert refs == {"a": FMT.compose(concise, "answer a"), "b": FMT.compose(correct, "answer b")}
 
 
 def test_lcpo_prompts_balanced_by_label():
-    from reasonalign.methods.erpo import lcpo_prompts
+    from reasonalign.components.lcpo import lcpo_prompts
 
     prompts = [{"id": f"h{i:02d}", "label": "harmful"} for i in range(48)] + \
               [{"id": f"b{i:02d}", "label": "benign" if i % 2 else "borderline"} for i in range(32)]
@@ -385,7 +387,7 @@ def test_lcpo_prompts_balanced_by_label():
 def test_stage3_sample_correct_needs_a_valid_thought_that_agrees_with_the_label():
     """A sample whose answer is right is still wrong when its thought picks the other path or drops
     a step (shorter, so the length penalty would reward it); off with valid_thought=False."""
-    from reasonalign.methods.erpo import sample_correct
+    from reasonalign.components.lcpo import sample_correct
 
     def ok(text, label, complied, valid=True):
         return sample_correct(text, label, complied, FMT, EX_ANTE, RULES, valid)
@@ -414,9 +416,9 @@ def test_stage3_sample_correct_checks_the_verdict_when_the_teacher_writes_one(tm
     """With teacher.verdict_first, a right answer after a valid thought whose verdict is on the
     wrong side (or missing) is wrong; benign and borderline verdicts are interchangeable; the
     check is in stage 3's fingerprint only when the option is on."""
+    from reasonalign.components.lcpo import sample_correct
     from reasonalign.components.teachers.rules import VERDICT
     from reasonalign.config import TeacherConfig
-    from reasonalign.methods.erpo import sample_correct
 
     def ok(text, label, complied):
         return sample_correct(text, label, complied, FMT, EX_ANTE, RULES, True, dict(VERDICT))
@@ -584,7 +586,9 @@ def test_rules_teacher_options_are_in_the_data_fingerprint_only_when_on(tmp_path
     from reasonalign.config import TeacherConfig
 
     def configs(*overrides):
-        return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}
+        method = build_method(erpo_cfg(tmp_path, *overrides))
+        method.validate()
+        return {s.name: s.config for s in method.stages()}
 
     base = configs()
     assert configs(f"teacher.{option}=false") == base

@@ -437,11 +437,11 @@ def test_bad_saro_config_fails_at_start_up():
     from reasonalign.config import ConfigError
 
     with pytest.raises(ConfigError, match="branch_steps"):
-        build_method(compose_cfg(TINY + ["method.srpo.branch_steps=[Reflexion]"])).stages()
+        build_method(compose_cfg(TINY + ["method.srpo.branch_steps=[Reflexion]"])).validate()
     with pytest.raises(ConfigError, match="rejected_source"):
-        build_method(compose_cfg(TINY + ["method.srpo.rejected_source=oracle"])).stages()
+        build_method(compose_cfg(TINY + ["method.srpo.rejected_source=oracle"])).validate()
     with pytest.raises(ConfigError, match=r"srpo.answer_ratio must be a share between 0 and 1 \(got 1.5\)"):
-        build_method(compose_cfg(TINY + ["method.srpo.answer_ratio=1.5"])).stages()
+        build_method(compose_cfg(TINY + ["method.srpo.answer_ratio=1.5"])).validate()
     names = [s.name for s in build_method(compose_cfg(TINY + ["method.analysis=false",
                                                               "method.evaluate_rw=false"])).stages()]
     assert names == ["prompts", "base_responses", "saro_data", "rw_sft", "srpo_pairs", "srpo", "eval_base", "eval_final"]
@@ -544,7 +544,7 @@ def test_balance_pairs_repeats_the_smaller_label_group(tmp_path):
 
 def test_verdict_pairs_swap_only_the_verdict_word_and_need_verdict_first(tmp_path):
     with pytest.raises(ConfigError, match="verdict_first"):
-        build_method(compose_cfg(TINY + ["method.srpo.verdict_ratio=1.0"])).stages()
+        build_method(compose_cfg(TINY + ["method.srpo.verdict_ratio=1.0"])).validate()
     off = {s.name: s.config for s in build_method(compose_cfg(TINY + ["teacher.verdict_first=true"])).stages()}
     assert "verdict_ratio" not in json.dumps(off["srpo_pairs"], default=str)  # off: fingerprints kept
 

@@ -16,6 +16,7 @@ The SFT set is every pair's prompt and chosen answer, plus harmful prompts whose
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 REFUSALS = (
     "I can't help with that. {alt}",
@@ -28,6 +29,22 @@ ALTERNATIVES = (
     "If there's an underlying problem you're trying to solve, tell me more and I'll help with a safe approach.",
     "I'm happy to help with a related question that doesn't put anyone at risk.",
 )
+
+
+@dataclass
+class PairMix:
+    """Share of eligible prompts that contribute a pair of each kind (0 turns a kind off)."""
+
+    safety: float = 1.0
+    usefulness: float = 1.0
+    efficiency: float = 0.5
+    # ours: same correct thought, the answer its path calls for vs the other answer
+    # (build_reasoning_pairs); the 135M default often wrote "Path: answer" and
+    # then refused (docs/methods/erpo.md)
+    consistency: float = 0.5
+    # ours, needs teacher.verdict_first: the correct turn against the same turn with the verdict
+    # word swapped (build_reasoning_pairs); off (0) it stays out of the fingerprint
+    verdict: float = 0.0
 
 
 def _pick(options: tuple[str, ...], key: str) -> str:

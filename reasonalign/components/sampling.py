@@ -88,6 +88,32 @@ def length_saved(choices: Sequence[ShortestChoice]) -> dict:
             "saved_fraction": round((m_all - m_chosen) / m_all, 4) if m_all else 0.0}
 
 
+def shortest_chains(data, style: str, length: Callable[[str], int], prompt_messages: Callable[[str], list[dict]]
+                    ) -> tuple[list[dict], list[dict], list[ShortestChoice]]:
+    """Shortest rejection sampling over a teacher-written data stage's groups of chains
+    (``data``: :class:`~reasonalign.methods.stages.TeacherData`, each prompt's requests the
+    samples of one correct chain): ``(chains, sft, choices)``, the kept chain of every prompt that
+    has one (with its prompt, answer and the base model's response), its SFT record
+    (``prompt_messages(text)`` -> the chat prompt; completion: chain + reference answer), and every
+    prompt's :class:`ShortestChoice` (:func:`length_saved`)."""
+    chains, sft, choices = [], [], []
+    for pid, (r, rule, ref) in data.refs.items():
+        group = data.requests[pid]
+        cands = [(data.thoughts.get(q.key()) or {}).get("thought") for q in group]
+        choice = select_shortest(cands, validator_accept(data.fmt, style, data.rules, group[0].expect, ref), length)
+        choices.append(choice)
+        if not choice.ok:
+            continue
+        meta = {"id": pid, "label": r["label"], "category": r.get("category", "unknown"), "rule": rule.id,
+                "attack": r.get("attack", "")}
+        chains.append({**meta, "text": r["text"], "thought": choice.text.strip(), "answer": ref,
+                       "sample": choice.index, "length": choice.length, "accepted": len(choice.accepted),
+                       "complied": r["complied"], "response": r["response"]})
+        sft.append({**meta, "sample": choice.index, "prompt": prompt_messages(r["text"]),
+                    "completion": [{"role": "assistant", "content": data.fmt.compose(choice.text, ref)}]})
+    return chains, sft, choices
+
+
 def token_length(tokenizer) -> Callable[[str], int]:
     return lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)
 

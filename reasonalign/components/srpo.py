@@ -35,15 +35,68 @@ the prompt as an exact token prefix.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from reasonalign.components.cot import PATH_REFUSE, CoTFormat, parse, split_response
 from reasonalign.components.judges import judge_labelled
 
+log = logging.getLogger("reasonalign.saro")
+
 SPLITS = ("steps", "sentences")
+REJECTED_SOURCES = ("teacher", "policy")
+
+
+@dataclass
+class PolicySampling:
+    """``srpo.rejected_source=policy``: continuations sampled from the RW model at each branch."""
+
+    samples: int = 4  # continuations per branch; the first one judged wrong is the rejected side
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 192
+    batch_size: int = 16
+
+
+@dataclass
+class SRPOConfig:
+    """Stage 3: the preference pairs."""
+
+    split: str = "steps"  # steps (by step headers) | sentences
+    branch_steps: list[str] = field(default_factory=lambda: ["Reflection"])  # step names to branch at
+    steps_per_chain: int = 1  # branch points per chain, drawn from branch_steps (0: no process pairs)
+    sentence_offset: int = 0  # split=sentences: branch this many sentences into the step
+    process_ratio: float = 1.0  # share of chains that give process-level pairs
+    outcome_ratio: float = 0.5  # share of chains that give an outcome-level pair
+    # ours: share of chains that give an answer-level pair (the whole correct chain shared in the
+    # prompt; the right answer against the wrong one), so the answer follows the chain's decision
+    answer_ratio: float = 0.0
+    # ours, needs teacher.verdict_first: share of chains that give a verdict pair (the correct turn
+    # against the same turn with its verdict word swapped: components/srpo.py)
+    verdict_ratio: float = 0.0
+    rejected_source: str = "teacher"  # teacher (negative/overcautious chains) | policy (sampled from the RW model)
+    policy: PolicySampling = field(default_factory=PolicySampling)
+
+    def problems(self, steps: Sequence[str], style: str) -> list[str]:
+        """What is wrong with these settings for chains of ``steps`` (style ``style``), one line each
+        (``srpo.verdict_ratio`` needs verdicts: :func:`~reasonalign.components.teachers.base.verdict_problems`)."""
+        out = []
+        if self.split not in SPLITS:
+            out.append(f"srpo.split must be one of {', '.join(SPLITS)} (got {self.split!r})")
+        if self.rejected_source not in REJECTED_SOURCES:
+            out.append(f"srpo.rejected_source must be one of {', '.join(REJECTED_SOURCES)} (got {self.rejected_source!r})")
+        for k in ("process_ratio", "outcome_ratio", "answer_ratio", "verdict_ratio"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                out.append(f"srpo.{k} must be a share between 0 and 1 (got {getattr(self, k)})")
+        unknown = [b for b in self.branch_steps if b not in steps]
+        if unknown:
+            out.append(f"srpo.branch_steps {unknown} are not steps of style {style!r} ({', '.join(steps)})")
+        return out
 _SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+(?=[\"'(\[*A-Z0-9])|\n+")
 
 
@@ -194,7 +247,7 @@ def plan_branches(chains: list[dict], fmt: CoTFormat, style: str, render: Callab
     ``chains``: ``{"id", "label", "category", "text", "thought", "answer"}`` (the correct chain
     and the right answer). ``render(user_text)``: the rendered prompt. ``settings``: ``split``,
     ``branch_steps``, ``steps_per_chain``, ``sentence_offset``, ``process_ratio``,
-    ``outcome_ratio``, ``answer_ratio`` (see ``SRPOConfig`` in ``reasonalign/methods/saro.py``).
+    ``outcome_ratio``, ``answer_ratio`` (see :class:`SRPOConfig`).
     ``keep_newlines``: see :func:`cut` and :func:`newlines_end_prompt`. The process and outcome
     draws are made from ``rng`` for every chain, the answer draw from the chain's id, so changing
     one ratio does not reshuffle another kind's selection (the verdict draw, too, from the id).
@@ -288,3 +341,153 @@ def make_pair(branch: Branch, rejected: str, eos: str, source: str) -> dict | No
         return None
     return {"id": branch.id, "label": branch.label, "category": branch.category, "kind": branch.kind,
             "step": branch.step, "source": source, "prompt": branch.prompt, "chosen": chosen, "rejected": rejected}
+
+
+# ----------------------------------------------------------------------------------- the pairs
+def srpo_pairs(out: Path, config, sp: SRPOConfig, chains: list[dict], tok, *, style: str, seed: int,
+               balance_pairs: bool, rw_model: str | None = None) -> dict:
+    """SaRO's stage 3: the process, outcome (and answer, verdict) pairs of the RW chains
+    (``chains.jsonl`` of the data stage), shuffled (and balanced by label with ``balance_pairs``),
+    written to ``out/pairs.jsonl``; returns the stage's stats.
+
+    A branch's rejected side: with ``rw_model`` (``rejected_source=policy``) the first
+    continuation sampled from that model and judged wrong (:func:`policy_rejected`); otherwise (or
+    when none was) the teacher's wrong chain (negative for a harmful prompt, overcautious for a
+    benign one) with the wrong answer (the base model's compliance, or a refusal); a verdict pair's
+    is its own chain with the verdict swapped. ``config``: the run's Config (model, cot, rules,
+    teacher, judge); ``tok``: the model's tokenizer (the prompts' rendering, the EOS).
+    """
+    from reasonalign.components.cot import ThoughtRequest
+    from reasonalign.components.pairs import balance_labels, refusal_text, swap_verdict
+    from reasonalign.components.rules import load_rules
+    from reasonalign.components.teachers.base import teacher_thoughts, teacher_verdicts
+    from reasonalign.models import chat_messages
+    from reasonalign.pipeline import write_jsonl
+
+    cfg = config
+    rules = load_rules(cfg.rules)
+    fmt = CoTFormat(cfg.cot)
+    verdicts = teacher_verdicts(cfg.teacher)
+    chains = {c["id"]: c for c in chains}
+    branches, plan = plan_branches(list(chains.values()), fmt, style,
+                                   lambda text: render_prompt(tok, chat_messages(cfg.model, text)), sp,
+                                   random.Random(seed), keep_newlines=newlines_end_prompt(tok))
+    rejected: dict[str, tuple[str, str]] = {}
+    stats: dict = {"branches": len(branches), **plan}
+    if rw_model and branches:  # a verdict pair's rejected side is its own chain, swapped: no sampling
+        rejected, stats["policy"] = policy_rejected(out, config, rw_model, [b for b in branches if b.kind != "verdict"],
+                                                    fmt, style, sp.policy, seed)
+
+    # teacher: the wrong chain (negative for harmful, overcautious for benign) and its answer
+    def wrong_answer(c):
+        if c["label"] == "harmful":
+            return c["response"] if c["complied"] else None
+        return refusal_text(c["id"])
+
+    need = sorted({b.id for b in branches if b.key not in rejected and b.kind not in ("answer", "verdict")})
+    # an answer pair's rejected side is the wrong answer alone: no wrong chain needed
+    wrong_answers = {b.id: ("", a) for b in branches
+                     if b.kind == "answer" and (a := wrong_answer(chains[b.id])) is not None}
+    reqs = []
+    for pid in need:
+        c, answer = chains[pid], wrong_answer(chains[pid])
+        if answer is None:
+            continue
+        rule = rules.for_prompt(c["text"], c.get("category"), c["label"])
+        reqs.append(ThoughtRequest(pid, c["text"], c["label"], c.get("category", "unknown"), rule, answer,
+                                   style=style, variant="negative" if c["label"] == "harmful" else "overcautious"))
+    wrong = {}
+    if reqs:
+        thoughts, stats["thoughts"] = teacher_thoughts(cfg.teacher, cfg.model, cfg.generation_backend, reqs, fmt, rules,
+                                                       out / "thoughts.jsonl", "wrong long-chain thoughts")
+        for q in reqs:
+            row = thoughts.get(q.key())
+            if row and row["ok"]:
+                wrong[q.id] = (row["thought"], q.reference)
+
+    pairs, dropped = [], Counter()
+    for b in branches:
+        teacher_side = wrong_answers if b.kind == "answer" else wrong
+        if b.kind == "verdict":
+            text, source = swap_verdict(b.chosen, b.label, verdicts), "verdict_swap"
+            if text is None:
+                dropped["chain_has_no_verdict"] += 1
+                continue
+        elif b.key in rejected:
+            text, source = rejected[b.key]
+        elif b.id in teacher_side:
+            text, source = teacher_rejected(b, *teacher_side[b.id], fmt, style, sp), "teacher"
+        else:
+            c = chains[b.id]
+            dropped["harmful_base_refused" if c["label"] == "harmful" and not c["complied"]
+                    else "wrong_chain_rejected_by_validator"] += 1
+            continue
+        if text is None:
+            dropped["wrong_chain_lacks_branch_step"] += 1
+            continue
+        pair = make_pair(b, text, tok.eos_token, source)
+        if pair is None:
+            dropped["identical_continuations"] += 1
+            continue
+        pairs.append(pair)
+    random.Random(seed).shuffle(pairs)
+    stats["pairs_by_label"] = dict(Counter(p["label"] for p in pairs))
+    if balance_pairs:
+        pairs = balance_labels(pairs, random.Random(seed + 1))
+    write_jsonl(out / "pairs.jsonl", pairs)
+    by_kind = {k: sum(p["kind"] == k for p in pairs) for k in ("process", "outcome", "answer")}
+    if sp.verdict_ratio > 0:
+        by_kind["verdict"] = sum(p["kind"] == "verdict" for p in pairs)
+    stats.update(pairs=len(pairs), pairs_by_kind=by_kind,
+                 pairs_by_kind_label=dict(Counter(
+                     f"{p['kind']}_{'harmful' if p['label'] == 'harmful' else 'benign'}" for p in pairs)),
+                 pairs_by_source=dict(Counter(p["source"] for p in pairs)),
+                 process_by_step=dict(Counter(p["step"] for p in pairs if p["kind"] == "process")),
+                 dropped=dict(dropped))
+    log.info("srpo pairs: %d (%s), by source %s, dropped %s", len(pairs), by_kind,
+             stats["pairs_by_source"], dict(dropped))
+    if not pairs:
+        raise RuntimeError("srpo_pairs produced no preference pairs; see the stage metrics' 'dropped' counts")
+    return stats
+
+
+def policy_rejected(out: Path, config, rw_model: str, branches: list[Branch], fmt: CoTFormat, style: str,
+                    ps: PolicySampling, seed: int) -> tuple[dict, dict]:
+    """Sample ``ps.samples`` continuations of each branch from the RW model at ``rw_model``; the
+    first one judged wrong (:func:`judge_continuation`) is the branch's rejected side. Every sample
+    and its verdict go to ``out/policy_samples.jsonl``. Returns ``({branch key: (text, "policy")},
+    stats)``."""
+    import torch
+
+    from reasonalign.components.generation import load_generator, release_generator
+    from reasonalign.components.judges import get_judge
+    from reasonalign.components.sampling import generate_text_resumable
+    from reasonalign.config import GenerationSettings
+    from reasonalign.pipeline import write_jsonl
+
+    cfg = config
+    model, tok = load_generator(cfg.model, rw_model, cfg.generation_backend, seed=seed)
+    items = [{"id": f"{b.key}#s{j}", "text": b.prompt} for b in branches for j in range(ps.samples)]
+    torch.manual_seed(seed)
+    settings = GenerationSettings(max_new_tokens=ps.max_new_tokens, batch_size=ps.batch_size, do_sample=True,
+                                  temperature=ps.temperature, top_p=ps.top_p)
+    gens = {g["id"]: g for g in generate_text_resumable(model, tok, items, settings, out / "policy_generations.jsonl",
+                                                        desc=f"srpo: {ps.samples} continuations per branch",
+                                                        seed=seed)}
+    release_generator(model)  # the judge may load a model onto the GPU next
+    del model
+    judge = get_judge(cfg.eval.judge)
+    rejected, judged = {}, []
+    for b in branches:
+        for j in range(ps.samples):
+            g = gens[f"{b.key}#s{j}"]
+            verdict = judge_continuation(b, g["response"], fmt, style, judge)
+            judged.append({"branch": b.key, "sample": j, "response": g["response"], **verdict})
+            if verdict["wrong"] and b.key not in rejected:
+                rejected[b.key] = (b.lead + g["response"].strip(), "policy")
+    write_jsonl(out / "policy_samples.jsonl", judged)
+    stats = {"samples": len(judged), "judged_wrong": sum(j["wrong"] for j in judged),
+             "branches_with_policy_rejected": len(rejected),
+             "branches_fallback_teacher": len(branches) - len(rejected)}
+    log.info("srpo policy sampling: %s", stats)
+    return rejected, stats

@@ -28,12 +28,8 @@ class DPOMethod(Method):
         s = self.common
         stages = [s.prompts(), s.base_responses(), s.baseline_data()]
         init = None
-        if self.mcfg.sft_warmup:
+        if self.config.method.sft_warmup:
             stages.append(s.sft("sft", data=(BASELINE_DATA, "sft.jsonl")))
             init = "sft"
         stages.append(s.dpo("dpo", data=(BASELINE_DATA, "pairs.jsonl"), init=init))
         return [*stages, *s.evaluation(final="dpo")]
-
-    @property
-    def final_stage(self):
-        return "dpo"

@@ -15,7 +15,3 @@ class SFTMethod(Method):
         s = self.common
         return [s.prompts(), s.base_responses(), s.baseline_data(),
                 s.sft("sft", data=(BASELINE_DATA, "sft.jsonl")), *s.evaluation(final="sft")]
-
-    @property
-    def final_stage(self):
-        return "sft"

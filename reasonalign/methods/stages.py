@@ -1,4 +1,5 @@
-"""Stages that methods share: prompts, base-model answers, baseline data, SFT, DPO, evaluation.
+"""Stages that methods share: prompts, base-model answers, baseline data, teacher-written data,
+SFT, DPO, verdict heads, evaluation.
 
 Each builder returns a :class:`~reasonalign.pipeline.Stage` whose ``config`` is exactly the config
 slice that shapes its output, so a change re-runs that stage and, through the fingerprints,
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from reasonalign.components.judges import judge_fingerprint
-from reasonalign.config import Config
+from reasonalign.components.verdict_head import VerdictHeadConfig
+from reasonalign.config import Config, MethodConfig
 from reasonalign.paths import cache_dir
 from reasonalign.pipeline import Stage, StageContext, dumps, read_jsonl, without_off, write_jsonl
 
@@ -43,6 +46,16 @@ def eval_fingerprint(ev) -> dict:
 TRAINER_NOT_OUTPUT = ("name", "save_steps", "report_to")
 
 
+@dataclass
+class ReasoningMethodConfig(MethodConfig):
+    """The keys of the reasoning methods (ERPO, SaRO) have in common."""
+
+    # ours, needs teacher.verdict_first: a linear head on a DPO-trained model's own prompt hidden
+    # states picks the verdict its thought opens with (components/verdict_head.py): in ERPO's stage-3
+    # sampling and its evaluations of the stage-2 and final models, in SaRO's eval_final
+    verdict_head: VerdictHeadConfig = field(default_factory=VerdictHeadConfig)
+
+
 def trainer_fingerprint(t, kind: str) -> dict:
     """The trainer settings a ``kind`` (``sft`` | ``dpo``) stage trains with, for its fingerprint: the
     whole TrainerConfig but the other trainer's settings and :data:`TRAINER_NOT_OUTPUT`."""
@@ -66,6 +79,28 @@ def training_rows(path: Path, kind: str) -> list[dict]:
 
 def model_dir_of(stage_path: Path) -> str:
     return str(Path(stage_path) / "model")
+
+
+def marker_metrics(stage_dir: Path) -> dict:
+    """The metrics a finished stage recorded in its marker (``{}`` if none)."""
+    from reasonalign.pipeline import read_marker
+
+    return (read_marker(stage_dir) or {}).get("metrics", {})
+
+
+@dataclass
+class TeacherData:
+    """What :meth:`CommonStages.teacher_data` hands its ``build``: per prompt id the base-model row,
+    its rule and reference answer (``refs``) and the thought requests made for it (``requests``);
+    every written thought by request key (``thoughts``: ``{"thought", "ok", "reason"}``, rejected
+    ones included) and the validator's ``counts``."""
+
+    refs: dict[str, tuple]
+    requests: dict[str, list]
+    thoughts: dict[str, dict]
+    counts: dict
+    fmt: object
+    rules: object
 
 
 def head_stage_name(model_stage: str) -> str:
@@ -207,6 +242,38 @@ class CommonStages:
             return {"sft_rows": len(sft), "pairs": len(pairs), **counts}
 
         return Stage(BASELINE_DATA, run, deps=[RESPONSES], config={"system_prompt": self.cfg.model.system_prompt})
+
+    def teacher_data(self, name: str, requests: Callable, build: Callable, config: dict, desc: str) -> Stage:
+        """A data stage the teacher writes (ERPO's ``erpo_data``, SaRO's ``saro_data``). For every
+        training prompt with a reference answer (``components/pairs.reference_answers``: a refusal
+        with the rule's safe alternative for a harmful prompt, the base model's own answer for a
+        benign one it answered), ``requests(row, rule, reference)`` lists the thoughts to write; the
+        teacher writes them (validated, resumable: ``thoughts.jsonl``) and ``build(ctx, data)``
+        (:class:`TeacherData`) writes the stage's files and returns its metrics. ``config``: the
+        method's slice; the rules, CoT format, teacher and system prompt join it."""
+        cfg = self.cfg
+
+        def run(ctx: StageContext) -> dict:
+            from reasonalign.components.cot import CoTFormat
+            from reasonalign.components.pairs import reference_answers
+            from reasonalign.components.rules import load_rules
+            from reasonalign.components.teachers.base import teacher_thoughts
+
+            rules, fmt = load_rules(cfg.rules), CoTFormat(cfg.cot)
+            chosen, skipped = reference_answers(read_jsonl(ctx.inputs[RESPONSES] / "responses.jsonl"), rules)
+            refs = {r["id"]: (r, rule, ref) for r, rule, ref in chosen}
+            reqs = {r["id"]: requests(r, rule, ref) for r, rule, ref in chosen}
+            thoughts, counts = teacher_thoughts(cfg.teacher, cfg.model, cfg.generation_backend,
+                                                [q for group in reqs.values() for q in group], fmt, rules,
+                                                ctx.out / "thoughts.jsonl", desc)
+            metrics = build(ctx, TeacherData(refs, reqs, thoughts, counts, fmt, rules))
+            return {**metrics, "thoughts": counts, "benign_skipped_base_refused": skipped}
+
+        from reasonalign.components.teachers.base import teacher_fingerprint
+
+        return Stage(name, run, deps=[RESPONSES],
+                     config={**config, "rules": cfg.rules, "cot": asdict(cfg.cot),
+                             "teacher": teacher_fingerprint(cfg.teacher), "system_prompt": cfg.model.system_prompt})
 
     # -- training --------------------------------------------------------------------------------
     def sft(self, name: str, data: tuple[str, str], init: str | None = None, trainer=None) -> Stage:

@@ -180,3 +180,50 @@ def make_teacher(cfg: TeacherConfig, model_cfg: ModelConfig | None = None, backe
 
         return OpenAITeacher(cfg)
     raise ValueError(f"unknown teacher kind {kind!r}; known kinds: {', '.join(KINDS)}")
+
+
+def teacher_thoughts(cfg: TeacherConfig, model_cfg: ModelConfig, backend: str, requests, fmt: CoTFormat,
+                     rules: RuleSet, out_path, desc: str) -> tuple[dict[str, dict], dict]:
+    """The teacher ``cfg`` names writes ``requests``
+    (:func:`~reasonalign.components.cot.generate_thoughts`: validated, resumable, to ``out_path``),
+    in batches of its ``batch_size`` or ``concurrency``, whichever is larger."""
+    from reasonalign.components.cot import generate_thoughts
+
+    teacher = make_teacher(cfg, model_cfg, backend=backend)
+    return generate_thoughts(requests, teacher, fmt, rules, out_path, desc=f"teacher {cfg.name}: {desc}",
+                             batch_size=max(cfg.batch_size, cfg.concurrency))
+
+
+def teacher_fingerprint(cfg: TeacherConfig) -> dict:
+    """The teacher settings that shape its output (not its concurrency, retries or key), and for
+    the offline ``rules`` teacher the version of its wording."""
+    from dataclasses import asdict
+
+    from reasonalign.components.teachers.rules import TEMPLATES
+    from reasonalign.pipeline import without_off
+
+    d = without_off(asdict(cfg), {"misjudge_rejected": False, "verdict_first": False})
+    for k in ("concurrency", "max_retries", "timeout_s", "api_key_env", "batch_size"):
+        d.pop(k, None)
+    if cfg.kind == "rules":
+        d["templates"] = TEMPLATES
+    return d
+
+
+def verdict_problems(cfg: TeacherConfig, options: dict[str, bool], thoughts: str = "thoughts") -> list[str]:
+    """A line for each of ``options`` (name -> on) that is on while the teacher's ``thoughts`` open
+    with no verdict (``teacher.verdict_first`` off)."""
+    if teacher_verdicts(cfg):
+        return []
+    return [f"{name} needs {thoughts} that open with a verdict: set teacher.verdict_first=true (rules teacher)"
+            for name, on in options.items() if on]
+
+
+def teacher_verdicts(cfg: TeacherConfig) -> dict[str, str] | None:
+    """The verdict each label's thought opens with, when the teacher writes one
+    (``teacher.verdict_first``), else None."""
+    if not getattr(cfg, "verdict_first", False):
+        return None
+    from reasonalign.components.teachers.rules import VERDICT
+
+    return dict(VERDICT)

@@ -28,14 +28,10 @@ class RefusalSFT(Method):
 
         def select(ctx):
             rows = read_jsonl(ctx.inputs[BASELINE_DATA] / "sft.jsonl")
-            keep = [r for r in rows if r["label"] == "harmful" or not self.mcfg.harmful_only]
+            keep = [r for r in rows if r["label"] == "harmful" or not self.config.method.harmful_only]
             write_jsonl(ctx.out / "sft.jsonl", keep)
             return {"kept": len(keep), "dropped": len(rows) - len(keep)}
 
-        pick = Stage("select", select, deps=[BASELINE_DATA], config={"harmful_only": self.mcfg.harmful_only})
+        pick = Stage("select", select, deps=[BASELINE_DATA], config={"harmful_only": self.config.method.harmful_only})
         return [s.prompts(), s.base_responses(), s.baseline_data(), pick,
                 s.sft("sft", data=("select", "sft.jsonl")), *s.evaluation(final="sft")]
-
-    @property
-    def final_stage(self):
-        return "sft"
