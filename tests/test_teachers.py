@@ -322,9 +322,11 @@ def test_openai_first_failure_cancels_the_rest(server, rules, fmt):
     t0 = time.monotonic()
     with pytest.raises(TeacherError, match="HTTP 400"):
         OpenAITeacher(tcfg(server, concurrency=2, max_retries=5)).write(make_requests(rules, n=8), rules, fmt)
-    assert time.monotonic() - t0 < 1  # not waiting out the other request's retries
+    assert time.monotonic() - t0 < 3  # not waiting out the other requests' retries (5 each)
     time.sleep(1.5)  # the one in flight wakes from its backoff and is not retried
-    assert len(server.seen) == 2
+    # of 8 requests with 5 retries each, only those already in flight when the first one failed
+    # were sent (2 at concurrency 2; a loaded machine may have a third on its way)
+    assert len(server.seen) <= 3
 
 
 def test_generate_thoughts_with_openai_resumes(make_server, rules, fmt, tmp_path):
