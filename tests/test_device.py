@@ -337,3 +337,20 @@ def test_estimate_scales_with_size_and_tokens():
     h1 = device.estimate_cpu_hours(7_000_000_000, 10_000, cores=2)
     assert device.estimate_cpu_hours(14_000_000_000, 10_000, cores=2) == pytest.approx(2 * h1)
     assert device.estimate_cpu_hours(7_000_000_000, 10_000, cores=4) == pytest.approx(h1 / 2)
+
+
+def test_a_generating_float32_model_runs_in_bf16_on_a_gpu_that_has_it(monkeypatch):
+    class Runtime:
+        bf16 = True
+
+        def is_bf16_supported(self):
+            return self.bf16
+
+    rt = Runtime()
+    monkeypatch.setattr(device, "cuda_available", lambda: True)
+    monkeypatch.setattr(device, "_cuda_runtime", lambda: rt)
+    assert device.inference_dtype("float32", "cuda:0") == "bfloat16"
+    assert device.inference_dtype("float16", "cuda:0") == "float16"
+    assert device.inference_dtype("float32", "cpu") == "float32"
+    rt.bf16 = False
+    assert device.inference_dtype("float32", "cuda:0") == "float32"

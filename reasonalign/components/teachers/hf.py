@@ -48,17 +48,12 @@ class HFTeacher:
         return f"HFTeacher(model={self.model_cfg.name_or_path or self.model_cfg.name!r})"
 
     def _load(self) -> None:
-        import torch
+        from dataclasses import replace
 
         from reasonalign import device as D
         from reasonalign.components.generation import load_generator
 
-        mcfg = self.model_cfg
-        on_gpu = D.is_cuda(D.resolve())
-        if on_gpu and mcfg.dtype == "float32" and torch.cuda.is_bf16_supported():
-            from dataclasses import replace
-
-            mcfg = replace(mcfg, dtype="bfloat16")
+        mcfg = replace(self.model_cfg, dtype=D.inference_dtype(self.model_cfg.dtype))
         log.info("loading teacher model %s (%s)", mcfg.name_or_path or mcfg.name, mcfg.dtype)
         model, tok = load_generator(mcfg, None, self.backend, seed=self.cfg.seed, what="teacher generation")
         try:  # some chat templates (e.g. Gemma's) reject a system turn: fold it into the user turn
