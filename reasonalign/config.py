@@ -2,8 +2,10 @@
 
 Hydra merges the YAML files under ``conf/`` into these dataclasses, so a misspelled key fails at
 start-up with the key's name. Each default lives here, once; the YAML files only hold what differs
-per option. The ``method`` node is method-specific: each :class:`~reasonalign.methods.base.Method`
-declares its own dataclass and :func:`validate_method_config` checks the node against it.
+per option (tests/test_config.py checks it). The ``method`` node is method-specific: each
+:class:`~reasonalign.methods.base.Method` declares its own dataclass, which
+:func:`register_configs` stores as ``method/base_<name>`` for ``conf/method/<name>.yaml`` to extend,
+and :func:`validate_method_config` checks the node against it.
 """
 
 from __future__ import annotations
@@ -377,11 +379,24 @@ class MethodConfig:
 
 
 def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore (``conf/config.yaml`` names it first)."""
+    """Register the schema with Hydra's ConfigStore (``conf/config.yaml`` names it first), and every
+    installed method's config dataclass as ``method/base_<name>``, which ``conf/method/<name>.yaml``
+    extends (``defaults: [base_<name>, _self_]``): the dataclass holds each default once, the YAML
+    only what differs, ``--cfg job`` prints every key and a misspelled ``method.<key>`` fails as
+    Hydra composes. A method that fails to load is left out here; selecting it says why."""
+    from importlib.metadata import entry_points
+
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="reasonalign_schema", node=Config)
+    for ep in entry_points(group="reasonalign.methods"):
+        try:
+            schema = getattr(ep.load(), "Config", None)
+        except Exception:  # a broken plugin must not break every other method's start-up
+            continue
+        if schema is not None:
+            cs.store(group="method", name=f"base_{ep.name}", node=schema)
 
 
 def check_known_keys(node: DictConfig, where: str = "") -> None:

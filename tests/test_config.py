@@ -56,9 +56,13 @@ def test_wrong_type_fails():
 def test_unknown_method_key_fails_with_its_name():
     from reasonalign.methods.dpo import DPOMethodConfig
 
-    cfg = compose_with(["+method.sft_warmpu=false"])
+    with pytest.raises(Exception, match="sft_warmpu"):  # the method node is typed as Hydra composes
+        compose_with(["method.sft_warmpu=false"])
+    cfg = compose_with(["+method.sft_warmpu=false"])  # Hydra's "+" (its own hint) adds it anyway
     with pytest.raises(ConfigError, match="sft_warmpu"):
-        validate_method_config(cfg.method, DPOMethodConfig)
+        build_method(cfg)
+    with pytest.raises(ConfigError, match="sft_warmpu"):  # a node from elsewhere (plugins' own YAML)
+        validate_method_config(OmegaConf.create({"name": "dpo", "sft_warmpu": False}), DPOMethodConfig)
 
 
 def run_cli(*args, env=None, cwd=None):
@@ -365,3 +369,51 @@ def test_hydra_flags_may_come_anywhere_and_hub_ids_do_not_nest_run_dirs():
         assert r.returncode == 0, r.stderr[-1500:]
         assert "runs/dpo-Qwen_Qwen2.5-0.5B-Instruct-tiny" in r.stdout
         assert "eval_dir: runs/eval-Qwen_Qwen2.5-0.5B-Instruct-" in r.stdout
+
+
+def _leaves(node: dict, prefix: str = ""):
+    for k, v in node.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def test_yaml_options_hold_only_what_differs_from_the_dataclass():
+    """One source of defaults: the dataclasses of reasonalign/config.py (and each method's Config)
+    hold every default; a group option's YAML sets a key only to a value that differs from it, or to
+    reset a key that conf/config.yaml or a conf/scale file sets (data=tiny beating a model's sizes)."""
+    import yaml
+
+    from reasonalign.config import (
+        DataConfig,
+        DistributedConfig,
+        EvalConfig,
+        JudgeConfig,
+        ModelConfig,
+        TeacherConfig,
+        TrainerConfig,
+    )
+    from reasonalign.methods.registry import get_method
+
+    layered = set()
+    for path in [CONF / "config.yaml", *sorted((CONF / "scale").glob("*.yaml"))]:
+        node = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in ("defaults", "hydra")}
+        layered |= {k for k, _ in _leaves(node)}
+    schemas = {"data": DataConfig, "eval": EvalConfig, "model": ModelConfig, "distributed": DistributedConfig,
+               "teacher": TeacherConfig, "judge": JudgeConfig, "trainer": TrainerConfig}
+    schemas |= {f"method/{o}": get_method(o).Config for o in options("method")}
+    repeated = []
+    for key, schema in schemas.items():
+        group = key.split("/")[0]
+        defaults = dict(_leaves(OmegaConf.to_container(OmegaConf.structured(schema))))
+        files = [CONF / f"{key}.yaml"] if "/" in key else sorted((CONF / group).glob("*.yaml"))
+        for path in files:
+            node = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
+            for leaf, value in _leaves(node):
+                if leaf != "name" and leaf in defaults and value == defaults[leaf] and f"{group}.{leaf}" not in layered:
+                    repeated.append(f"{path.relative_to(CONF)}: {leaf}")
+    assert not repeated, repeated
+    # and the method files extend their dataclass (every key printed by --cfg job, typos caught by Hydra)
+    for o in options("method"):
+        assert yaml.safe_load((CONF / "method" / f"{o}.yaml").read_text())["defaults"] == [f"base_{o}", "_self_"]

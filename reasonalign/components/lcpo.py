@@ -35,7 +35,7 @@ class LCPOConfig:
     prompts_per_iteration: int = 32  # training prompts sampled per iteration (seeded)
     temperature: float = 0.9
     top_p: float = 0.95
-    max_new_tokens: int = 192
+    max_new_tokens: int = 512  # per sample, thought and answer (the 135M default: 192)
     batch_size: int = 16
     min_score_gap: float = 0.02  # pair a prompt's best and worst only if their scores differ this much
     # also pair a prompt's shortest correct sample against its longest correct one (a "length" pair)
@@ -60,9 +60,10 @@ class LCPOConfig:
     # for all of stage 3 and eval_final. (Not in the samples' fingerprint: their inputs name the head.)
     refit_head: bool = True
     max_steps: int = -1  # DPO steps per iteration (-1: trainer.dpo's epochs)
-    # this stage's DPO settings over trainer.dpo: an SFT term on the chosen (shortest correct) side
+    # this stage's DPO settings over trainer.dpo (null keeps the trainer's): an SFT term on the
+    # chosen (shortest correct) side; a model's own learning rate: conf/method_scale/erpo_<model>.yaml
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
-        learning_rate=5e-5, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
+        loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
     # lambda_t's schedule; its ``iterations`` is always set from ``lcpo.iterations``
     schedule: LengthSchedule = field(default_factory=lambda: LengthSchedule(
         kind="linear", lambda_start=0.3, lambda_end=0.5, length_norm=256.0, lambda_max=1.0))

@@ -59,7 +59,7 @@ class PolicySampling:
     samples: int = 4  # continuations per branch; the first one judged wrong is the rejected side
     temperature: float = 1.0
     top_p: float = 0.95
-    max_new_tokens: int = 192
+    max_new_tokens: int = 512  # the 135M default: 192
     batch_size: int = 16
 
 

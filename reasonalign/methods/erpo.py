@@ -57,10 +57,10 @@ class ERPOConfig(ReasoningMethodConfig):
     # stage 2: the same for the preference pairs (off: the pair kinds' own counts, 58% harmful on
     # the default data)
     balance_pairs: bool = False
-    # stage 2's DPO settings over trainer.dpo: a lower learning rate and an SFT term on the chosen
-    # side (without them the 135M default collapsed: chosen log-probs fell, the format broke)
+    # stage 2's DPO settings over trainer.dpo (null keeps the trainer's): an SFT term on the chosen
+    # side; the learning rate and epochs at a model's size: conf/method_scale/erpo_<model>.yaml
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
-        learning_rate=5e-5, num_train_epochs=1.0, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
+        loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
     evaluate_stage1: bool = True  # also evaluate the stage-1 (ex-ante SFT) model
     evaluate_stage2: bool = True  # also evaluate the stage-2 (DPO) model, to show what stage 3 changes
     lcpo: LCPOConfig = field(default_factory=LCPOConfig)

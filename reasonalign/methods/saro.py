@@ -48,26 +48,24 @@ class SaROConfig(ReasoningMethodConfig):
     rw_length: str = "tokens"  # how chain length is measured: tokens (the model's tokenizer) | chars
     srpo: SRPOConfig = field(default_factory=SRPOConfig)
     seed: int = 0
-    # long chains are 120-200 SmolLM2 tokens before the answer: SaRO's own sequence length for
-    # rw_sft and srpo and its own evaluation budget (null: trainer.{sft,dpo}.max_length and
-    # eval.generation.max_new_tokens), so ``method=saro`` alone neither truncates chains in
-    # training nor counts cut-off chains as refusals
-    max_length: int | None = 384
-    eval_max_new_tokens: int | None = 320
+    # SaRO's own sequence length for rw_sft and srpo and its own evaluation budget (null:
+    # trainer.{sft,dpo}.max_length and eval.generation.max_new_tokens). Long chains need more than
+    # the shared values where those are small: conf/method_scale/saro_<model>.yaml sets them
+    max_length: int | None = None
+    eval_max_new_tokens: int | None = None
     # repeat benign/borderline RW records until they match the harmful ones in number
     # (components/pairs.balance_labels)
     balance_labels: bool = True
     # the same for the SRPO pairs (58% of them are harmful on the default data; balanced, SRPO
     # raised benign compliance where unbalanced it had not; docs/methods/saro.md)
     balance_pairs: bool = True
-    # rw_sft's SFT settings over trainer.sft: long chains need more passes than short answers (at
-    # the trainer's 2 epochs the 135M default's RW loss was still 1.4 and it wrote "Path: refuse"
-    # and then complied; docs/methods/saro.md)
-    sft: SFTOverrides = field(default_factory=lambda: SFTOverrides(num_train_epochs=3.0))
-    # srpo's DPO settings over trainer.dpo: the plain DPO baseline's learning rate for 2 epochs,
-    # with an SFT term on the chosen side (as ERPO's stage 2) that keeps the chain's format
+    # rw_sft's SFT settings over trainer.sft (null keeps the trainer's; a model's own:
+    # conf/method_scale/saro_<model>.yaml)
+    sft: SFTOverrides = field(default_factory=SFTOverrides)
+    # srpo's DPO settings over trainer.dpo (null keeps the trainer's): an SFT term on the chosen
+    # side (as ERPO's stage 2) that keeps the chain's format
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
-        learning_rate=2e-4, num_train_epochs=2.0, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
+        loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
     evaluate_rw: bool = True  # also evaluate the RW model (eval_rw)
     analysis: bool = True  # embedding-space analysis of the base and final models
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
