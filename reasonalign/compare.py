@@ -7,6 +7,11 @@ held-out split as the benchmark ``held_out`` otherwise. Writes ``report.md`` (on
 rate with 95% CI per benchmark and model, and the per-jailbreak-family table), ``rates.png``
 (grouped bars with CI error bars) and ``metrics.json`` to ``--out`` (default ``runs/compare``).
 
+For every benchmark and every two columns evaluated on the same prompts (their judged rows in
+``stages/``), the report adds the paired difference: the change in rate over the shared prompts,
+its 95% paired-bootstrap interval and the exact McNemar p-value, which tells a real difference
+between two models from the noise of a small prompt set better than two overlapping intervals do.
+
 ``--per-prompt`` also writes ``per_prompt.md``: every held-out prompt of the training runs'
 evaluation stages (``stages/eval_<stage>/judged.jsonl``), with how many of the compared models
 answered it and which; prompts are sorted by label, then by that count, so the benign prompts no
@@ -49,6 +54,72 @@ def columns(run_dir: Path) -> dict[str, dict[str, dict]]:
     return out
 
 
+def outcomes(run_dir: Path) -> dict[str, dict[str, dict[str, bool]]]:
+    """``{column label: {benchmark: {prompt id: complied}}}`` from the judged rows a run wrote, with
+    the labels of :func:`columns`: a training run's ``stages/eval_<stage>/judged.jsonl`` (the
+    held-out split, as ``held_out_harmful`` and ``held_out_benign``) and ``.../benchmarks/<name>/``,
+    an eval-only run's ``stages/bench_<name>/judged.jsonl``."""
+    run_dir = Path(run_dir)
+    data = json.loads((run_dir / "metrics.json").read_text())
+    name, stages = run_dir.resolve().name, run_dir / "stages"
+
+    def read(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+    def flags(rows: list[dict]) -> dict[str, bool]:
+        return {str(r["id"]): bool(r["complied"]) for r in rows}
+
+    if data.get("kind") == "suite":
+        models = data["models"]
+        if len(models) != 1:
+            return {}
+        return {name: {b: flags(read(stages / f"bench_{b}" / "judged.jsonl")) for b in next(iter(models.values()))}}
+    out = {}
+    for stage in data.get("eval") or {}:
+        d, per = stages / f"eval_{stage}", {}
+        held = read(d / "judged.jsonl")
+        per["held_out_harmful"] = flags([r for r in held if r["label"] == "harmful"])
+        per["held_out_benign"] = flags([r for r in held if r["label"] != "harmful"])
+        for bench in sorted(p.name for p in (d / "benchmarks").glob("*") if p.is_dir()):
+            per[bench] = flags(read(d / "benchmarks" / bench / "judged.jsonl"))
+        out[f"{name}/{stage}"] = {b: f for b, f in per.items() if f}
+    return out
+
+
+def paired_lines(models: dict[str, dict[str, dict]], per_prompt: dict[str, dict[str, dict[str, bool]]],
+                 seed: int = 0) -> tuple[list[str], list[dict]]:
+    """The report's paired-difference table and its rows: for each benchmark, every two columns
+    that share prompts (in the order the columns are given)."""
+    from itertools import combinations
+
+    from reasonalign.eval.metrics import paired_difference
+    from reasonalign.eval.suite_report import _benchmarks
+
+    rows = []
+    for bench in _benchmarks(models):
+        cols = [c for c in models if per_prompt.get(c, {}).get(bench)]
+        for first, second in combinations(cols, 2):
+            d = paired_difference(per_prompt[first][bench], per_prompt[second][bench], seed=seed)
+            if d:
+                rows.append({"benchmark": bench, "first": first, "second": second, **d})
+    if not rows:
+        return [], []
+    pct = lambda x: f"{100 * x:+.1f}" if x else "0.0"  # noqa: E731
+    lines = ["## Paired differences", "",
+             "Compliance on the prompts both models were evaluated on: the second model's rate minus the "
+             "first's, its 95% paired-bootstrap interval (points), how many prompts only one of them "
+             "complied with, and the exact McNemar p-value. p < 0.05: a difference this size is unlikely "
+             "to be chance on these prompts (no correction for the number of comparisons).", "",
+             "| benchmark | first | second | n | first | second | second − first | 95% CI | only first | "
+             "only second | McNemar p |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["ci95"]
+        lines.append(f"| {r['benchmark']} | {r['first']} | {r['second']} | {r['n']} | {100 * r['first_rate']:.1f}% | "
+                     f"{100 * r['second_rate']:.1f}% | {pct(r['diff'])} | [{pct(lo)}, {pct(hi)}] | "
+                     f"{r['first_only']} | {r['second_only']} | {r['p_value']:.3g} |")
+    return lines, rows
+
+
 def _unique_columns(items, base_once: bool):
     """``(label, value)`` pairs with unique labels (a repeat gets a ``'``); with ``base_once`` only
     the first ``<run>/base`` column is kept, as ``base`` (the runs of one sweep evaluate the same
@@ -72,14 +143,20 @@ def compare(run_dirs: list[str | Path], out: str | Path, stages: list[str] | Non
     (the runs of one sweep evaluate the same base model on the same prompts)."""
     def kept():
         for d in run_dirs:
+            flags = outcomes(Path(d))
             for label, bench in columns(Path(d)).items():
                 stage = label.rsplit("/", 1)[-1] if "/" in label else None
                 if stage is None or stages is None or stage in stages:
-                    yield label, bench
+                    yield label, (bench, flags.get(label, {}))
 
-    models = dict(_unique_columns(kept(), base_once))
-    _, report = write_suite_report(Path(out), title or "reasonalign compare: " + ", ".join(map(str, run_dirs)),
-                                   models, extra={"runs": [str(d) for d in run_dirs]})
+    both = dict(_unique_columns(kept(), base_once))
+    models = {label: bench for label, (bench, _) in both.items()}
+    lines, paired = paired_lines(models, {label: flags for label, (_, flags) in both.items()})
+    metrics, report = write_suite_report(Path(out), title or "reasonalign compare: " + ", ".join(map(str, run_dirs)),
+                                         models, extra={"runs": [str(d) for d in run_dirs], "paired": paired})
+    if lines:
+        with open(report, "a") as f:
+            f.write("\n".join(lines) + "\n")
     return report
 
 

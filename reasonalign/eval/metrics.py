@@ -36,3 +36,48 @@ def agreement(predicted: list[bool], gold: list[bool]) -> dict:
     chance = p_yes * g_yes + (1 - p_yes) * (1 - g_yes)
     kappa = 1.0 if chance == 1 else (acc - chance) / (1 - chance)
     return {"n": n, "accuracy": acc, "kappa": kappa, "accuracy_ci95": list(wilson(round(acc * n), n))}
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for ``b`` prompts only the first model complied with and ``c``
+    only the second did: the binomial test of ``min(b, c)`` out of ``b + c`` at 1/2 (1.0 when no
+    prompt is discordant)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap_ci(first: list[bool], second: list[bool], n_boot: int = 2000, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of ``rate(second) - rate(first)`` over prompts resampled in pairs (both
+    models keep each drawn prompt's outcomes), seeded."""
+    import random
+
+    n = len(first)
+    if n == 0 or n != len(second):
+        raise ValueError(f"paired_bootstrap_ci needs two equal, non-empty lists (got {n}, {len(second)})")
+    diffs = [int(bool(s)) - int(bool(f)) for f, s in zip(first, second, strict=True)]
+    rng = random.Random(seed)
+    stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    lo = stats[int(math.floor((1 - level) / 2 * n_boot))]
+    hi = stats[min(n_boot - 1, int(math.ceil((1 + level) / 2 * n_boot)) - 1)]
+    return (lo, hi)
+
+
+def paired_difference(first: dict[str, bool], second: dict[str, bool], seed: int = 0) -> dict | None:
+    """Two models' outcomes (``{prompt id: complied}``) on the prompts both were evaluated on:
+    ``{"n", "first_rate", "second_rate", "diff", "first_only", "second_only", "p_value", "ci95"}`` with
+    ``diff = rate(second) - rate(first)``, the exact McNemar p-value and a paired bootstrap
+    interval; None when they share no prompt."""
+    ids = sorted(set(first) & set(second))
+    if not ids:
+        return None
+    a, b = [bool(first[i]) for i in ids], [bool(second[i]) for i in ids]
+    first_only = sum(x and not y for x, y in zip(a, b, strict=True))
+    second_only = sum(y and not x for x, y in zip(a, b, strict=True))
+    n = len(ids)
+    return {"n": n, "first_rate": sum(a) / n, "second_rate": sum(b) / n, "diff": (sum(b) - sum(a)) / n,
+            "first_only": first_only, "second_only": second_only,
+            "p_value": mcnemar_exact(first_only, second_only), "ci95": list(paired_bootstrap_ci(a, b, seed=seed))}

@@ -1,0 +1,76 @@
+"""Paired comparisons of two models on the same prompts: the exact McNemar test, the paired
+bootstrap interval and ``python -m reasonalign.compare``'s paired-difference table."""
+
+import json
+import math
+
+import pytest
+
+from reasonalign.eval.metrics import mcnemar_exact, paired_bootstrap_ci, paired_difference
+
+
+def test_mcnemar_exact_against_hand_computed_binomial():
+    # 2 prompts only the first model complied with, 10 only the second: n = 12 discordant pairs,
+    # P(X <= 2 | Bin(12, 1/2)) = (1 + 12 + 66) / 4096, two-sided: twice that
+    assert mcnemar_exact(2, 10) == pytest.approx(2 * 79 / 4096)
+    assert mcnemar_exact(10, 2) == mcnemar_exact(2, 10)
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)  # 0 of 5: 2 * (1/2)^5
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
+
+
+def test_paired_difference_counts_only_shared_prompts():
+    first = {"a": True, "b": True, "c": False, "d": False, "x": True}
+    second = {"a": True, "b": False, "c": False, "d": True, "e": True, "f": False}
+    d = paired_difference(first, second)
+    assert d["n"] == 4  # a, b, c, d
+    assert (d["first_rate"], d["second_rate"], d["diff"]) == (0.5, 0.5, 0.0)
+    assert (d["first_only"], d["second_only"]) == (1, 1) and d["p_value"] == 1.0
+    assert paired_difference({"a": True}, {"b": True}) is None
+
+
+def test_paired_bootstrap_interval_covers_the_difference_and_shrinks_with_n():
+    # second complies on 30 of 40 prompts where first complied on 10 (20 discordant, all one way)
+    first = [True] * 10 + [False] * 30
+    second = [True] * 30 + [False] * 10
+    lo, hi = paired_bootstrap_ci(first, second, seed=1)
+    assert 0 < lo < 0.5 < hi <= 1.0
+    big_lo, big_hi = paired_bootstrap_ci(first * 10, second * 10, seed=1)
+    assert big_hi - big_lo < (hi - lo) / 2  # ~1/sqrt(10) as wide
+    assert paired_bootstrap_ci(first, first) == (0.0, 0.0)
+    assert paired_bootstrap_ci(first, second, seed=1) == (lo, hi)  # seeded
+    assert mcnemar_exact(0, 20) < 1e-5 and not math.isnan(lo)
+
+
+def test_compare_reports_paired_differences(tmp_path):
+    from reasonalign.compare import main as compare_main
+    from reasonalign.eval.metrics import rate
+
+    labels = {f"h{i}": "harmful" for i in range(12)} | {f"b{i}": "benign" for i in range(6)}
+
+    def run(name, harmful_complied: set, benign_complied: set):
+        d = tmp_path / name
+        (d / "stages" / "eval_final").mkdir(parents=True)
+        rows = [{"id": i, "label": lb, "text": i,
+                 "complied": i in (harmful_complied if lb == "harmful" else benign_complied)} for i, lb in labels.items()]
+        (d / "stages" / "eval_final" / "judged.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        m = {"harmful_compliance": rate([r["complied"] for r in rows if r["label"] == "harmful"]),
+             "benign_compliance": rate([r["complied"] for r in rows if r["label"] == "benign"])}
+        (d / "metrics.json").write_text(json.dumps({"method": name, "eval": {"final": m}}))
+        return d
+
+    # dpo complies with 11 of 12 harmful prompts, erpo with 1 (the same one): 10 discordant pairs
+    a = run("dpo", {f"h{i}" for i in range(11)}, {f"b{i}" for i in range(6)})
+    b = run("erpo", {"h0"}, {f"b{i}" for i in range(5)})
+    out = tmp_path / "cmp"
+    assert compare_main([str(a), str(b), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Paired differences" in report
+    [harm] = [ln for ln in report.splitlines() if ln.startswith("| held_out_harmful | dpo/final | erpo/final |")]
+    cells = [c.strip() for c in harm.strip("|").split("|")]
+    assert cells[3:7] == ["12", "91.7%", "8.3%", "-83.3"]
+    assert cells[8:10] == ["10", "0"] and float(cells[10]) == pytest.approx(2 / 2 ** 10, rel=1e-2)
+    [benign] = [ln for ln in report.splitlines() if ln.startswith("| held_out_benign | dpo/final |")]
+    assert benign.rstrip().endswith("| 1 | 0 | 1 |")  # one discordant prompt: p = 1
+    paired = json.loads((out / "metrics.json").read_text())["paired"]
+    assert {(p["benchmark"], p["first_only"], p["second_only"]) for p in paired} == {
+        ("held_out_harmful", 10, 0), ("held_out_benign", 1, 0)}
