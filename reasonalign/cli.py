@@ -43,7 +43,9 @@ def build_method(cfg: DictConfig):
     if not name:
         raise ConfigError("the method config has no 'name'")
     cls = get_method(name)
-    mcfg = OmegaConf.to_object(validate_method_config(cfg.method, cls.Config))
+    # resolved in the run's config first: a method key may follow a top-level one (seed: ${seed})
+    node = OmegaConf.create(OmegaConf.to_container(cfg.method, resolve=True))
+    mcfg = OmegaConf.to_object(validate_method_config(node, cls.Config))
     return cls(cfg, mcfg)
 
 

@@ -361,6 +361,10 @@ class Config:
     generation_backend: str = "auto"
     # where ``python -m reasonalign.eval`` writes (eval-only runs)
     eval_dir: str = "runs/eval-${safe_name:${model.name}}-${eval.name}"
+    # the run's seed: the base model's answers, training (trainer.seed) and a method's own sampling
+    # (method.seed of ERPO and SaRO) follow it; the data split (data.seed) and evaluation (eval.seed)
+    # do not, so runs with different seeds are evaluated on the same prompts. Not 0: run_dir ends
+    # in -seed<n> (a sweep over seeds: -m method=dpo,erpo seed=0,1,2)
     seed: int = 0
     # generation of training responses (self-distillation of the base model)
     responses: GenerationSettings = field(default_factory=GenerationSettings)
@@ -442,6 +446,15 @@ def safe_name(value: Any) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value)).strip("._") or "model"
+
+
+def seed_tag(seed: Any) -> str:
+    """The run directory's seed suffix: none for seed 0 (the default), ``-seed<n>`` otherwise, so that
+    ``-m seed=0,1,2`` gives each seed its own run."""
+    return "" if str(seed) == "0" else f"-seed{seed}"
+
+
+OmegaConf.register_new_resolver("seed_tag", seed_tag, replace=True)
 
 
 # ${safe_name:...} in any config that reasonalign composes (run_dir, eval_dir: a hub id's "/" would

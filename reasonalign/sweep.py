@@ -40,6 +40,7 @@ class ComparisonReport(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         self.jobs.append({"method": str(config.method.name), "run_dir": str(config.run_dir),
+                          "seed": int(config.seed),
                           "overrides": redact_overrides(job_return.overrides or []),
                           "ok": job_return.status == JobStatus.COMPLETED,
                           "seconds": round(time.time() - getattr(self, "_job_t0", time.time()), 1)})
@@ -88,6 +89,7 @@ def write_sweep_report(jobs: list[dict], out: Path, stages: list[str], wall_seco
                   "their rates are not comparable.", ""]
     else:
         lines += ["All runs evaluated the same held-out prompts (identical `eval_prompts.jsonl`).", ""]
+    lines += seed_lines(jobs)
     if failed:
         lines += ["Failed or unfinished jobs (not in the table): "
                   + ", ".join(f"{j['method']} ({j['run_dir']})" for j in failed), ""]
@@ -97,6 +99,38 @@ def write_sweep_report(jobs: list[dict], out: Path, stages: list[str], wall_seco
     meta.write_text(json.dumps({"jobs": jobs, "wall_seconds": round(wall_seconds, 1), "stages": stages,
                                 "failed": failed or []}, indent=2))
     return report
+
+
+def seed_lines(jobs: list[dict]) -> list[str]:
+    """``## Over seeds``: for every job group that ran with more than one seed (the same overrides
+    but ``seed=``), each benchmark's final headline rate as mean ± sd over the seeds."""
+    import statistics
+
+    from reasonalign.compare import columns
+
+    groups: dict[str, list[dict]] = {}
+    for j in jobs:
+        key = " ".join(o for o in j.get("overrides", []) if not o.split("=", 1)[0].lstrip("+~") == "seed") or j["method"]
+        groups.setdefault(key, []).append(j)
+    rows = []
+    for key, js in groups.items():
+        if len({j.get("seed", 0) for j in js}) < 2:
+            continue
+        per_bench: dict[str, list[float]] = {}
+        for j in js:
+            final = {label: b for label, b in columns(Path(j["run_dir"])).items() if label.endswith("/final")}
+            for bench, m in next(iter(final.values()), {}).items():
+                if (m.get(m.get("headline", ""), {}) or {}).get("n"):
+                    per_bench.setdefault(bench, []).append(m[m["headline"]]["rate"])
+        for bench, rates in per_bench.items():
+            sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
+            rows.append(f"| {key} | {bench} | {len(rates)} | {100 * statistics.mean(rates):.1f}% ± {100 * sd:.1f} | "
+                        + ", ".join(f"{100 * r:.1f}%" for r in rates) + " |")
+    if not rows:
+        return []
+    return ["## Over seeds", "", "Final models' headline rate per benchmark over the seeds of each job group "
+            "(mean ± sample sd, in points; each seed's rate listed).", "",
+            "| jobs | benchmark | seeds | mean ± sd | per seed |", "|---|---|---|---|---|", *rows, ""]
 
 
 def _prompt_digest(run_dir: Path) -> str | None:

@@ -74,3 +74,38 @@ def test_compare_reports_paired_differences(tmp_path):
     paired = json.loads((out / "metrics.json").read_text())["paired"]
     assert {(p["benchmark"], p["first_only"], p["second_only"]) for p in paired} == {
         ("held_out_harmful", 10, 0), ("held_out_benign", 1, 0)}
+
+
+def test_seed_is_the_runs_training_seed_and_names_its_run_dir():
+    """``seed=<n>`` moves training and the method's sampling, not the data split or evaluation, and
+    gives the run its own directory; seed 0 keeps the plain run_dir."""
+    from test_config import compose_with
+
+    from reasonalign.cli import build_method
+
+    plain, seeded = compose_with(["method=erpo", "model=tiny-random"]), compose_with(["method=erpo", "model=tiny-random", "seed=2"])
+    assert plain.run_dir == "runs/erpo-tiny-random-default" and seeded.run_dir == "runs/erpo-tiny-random-default-seed2"
+    assert (seeded.trainer.seed, seeded.method.seed, seeded.data.seed, seeded.eval.seed) == (2, 2, 0, 0)
+    fp = {s.name: s.config for s in build_method(plain).stages()}
+    fp2 = {s.name: s.config for s in build_method(seeded).stages()}
+    assert fp["prompts"] == fp2["prompts"] and fp["eval_base"] == fp2["eval_base"]  # same prompts, same base eval
+    assert fp["sft"] != fp2["sft"] and fp["erpo_data"] != fp2["erpo_data"]
+
+
+def test_sweep_report_gives_mean_and_sd_over_seeds(tmp_path):
+    from reasonalign.eval.metrics import rate
+    from reasonalign.sweep import seed_lines
+
+    def job(method, seed, k):
+        d = tmp_path / f"{method}-{seed}"
+        d.mkdir()
+        m = {"harmful_compliance": rate([True] * k + [False] * (10 - k))}
+        (d / "metrics.json").write_text(json.dumps({"method": method, "eval": {"final": m}}))
+        return {"method": method, "run_dir": str(d), "seed": seed, "overrides": [f"method={method}", f"seed={seed}"]}
+
+    jobs = [job("dpo", 0, 2), job("dpo", 1, 4), job("dpo", 2, 3), job("erpo", 0, 1)]
+    lines = seed_lines(jobs)
+    [row] = [ln for ln in lines if ln.startswith("| method=dpo |")]
+    assert row == "| method=dpo | held_out_harmful | 3 | 30.0% ± 10.0 | 20.0%, 40.0%, 30.0% |"
+    assert not any(ln.startswith("| method=erpo") for ln in lines)  # one seed: no spread to report
+    assert seed_lines(jobs[3:]) == []
