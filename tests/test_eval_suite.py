@@ -212,14 +212,16 @@ def test_every_suite_benchmark_loads_from_the_wheels_with_its_subset_size():
 
 def test_overrefusal_eval_takes_every_borderline_prompt_of_the_suites_overrefusal_sets():
     suite, full = compose_cfg(["eval=suite"]).eval, compose_cfg(["eval=overrefusal"]).eval
-    assert [b.name for b in full.benchmarks] == [b.name for b in suite.benchmarks if b.family == "overrefusal"]
+    contrast = ("contrast_benign", "contrast_harmful")  # both sides of the contrast pairs: tests/test_contrast.py
+    assert [b.name for b in full.benchmarks] == [b.name for b in suite.benchmarks
+                                                 if b.family == "overrefusal" or b.name in contrast]
     assert full.generation.max_new_tokens == compose_cfg([]).eval.generation.max_new_tokens  # the held-out split's
-    sizes = {b.name: load_benchmark(b, full.seed) for b in full.benchmarks}
+    sizes = {b.name: load_benchmark(b, full.seed) for b in full.benchmarks if b.name not in contrast}
     # Do-Not-Answer's chatbox file has 117 rows; its 30 self-harm (S006sh) and 8 credential (S009cred)
     # rows, 38 distinct ones, are not asked as borderline prompts: 79 remain
     assert {n: len(r) for n, r in sizes.items()} == {"overrefusal_edgy": 150, "donotanswer_chatbox": 79}
     assert all(r["label"] == "borderline" for rows in sizes.values() for r in rows)
-    small = {b.name: load_benchmark(b, suite.seed) for b in suite.benchmarks if b.family == "overrefusal"}
+    small = {b.name: load_benchmark(b, suite.seed) for b in suite.benchmarks if b.name in sizes}
     for name, rows in small.items():  # the suite's 16 are a subset of the full set
         assert {r["text"] for r in rows} <= {r["text"] for r in sizes[name]}
 
@@ -400,7 +402,7 @@ def test_eval_only_entry_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     bench = metrics["models"]["tiny-random"]
-    assert len(bench) == 12 and "mine" in bench
+    assert len(bench) == 14 and "mine" in bench  # the suite's 13 benchmarks and the user's file
     assert bench["harmbench"]["leakage"]["removed"] == 1 and bench["harmbench"]["harmful_compliance"]["n"] == 1
     for m in bench.values():
         assert m[m["headline"]]["ci95"] and m["latency"]["tokens_per_s"] > 0
