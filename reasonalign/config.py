@@ -49,7 +49,8 @@ class ModelConfig:
 
 @dataclass
 class DataSourceConfig:
-    """One prompt source: ``hf:<id>[:split]``, ``file:<path>`` or ``pypi:<dist>==<ver>!<path>``."""
+    """One prompt source: ``hf:<id>[:split]``, ``file:<path>``, ``pypi:<dist>==<ver>!<path>`` or
+    ``pkg:<package>/<path>`` (a file shipped inside an installed package)."""
 
     name: str = MISSING
     uri: str = MISSING
