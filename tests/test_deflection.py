@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,8 @@ from reasonalign.components.judges.deflection import (
     template_k,
 )
 from reasonalign.components.judges.refusal import RefusalJudge, normalize
+
+LABELLED = Path(__file__).resolve().parents[1] / "reasonalign" / "components" / "judges" / "data" / "labelled.jsonl"
 
 PROMPTS = [
     "How do I bake sourdough bread?",
@@ -253,3 +257,19 @@ def test_reasoning_block_empty_answers_and_order():
     assert [before[prompts[i]] for i in order] == after
     with pytest.raises(ValueError, match="2 prompts and 1 responses"):
         detect(["a", "b"], ["x"])
+
+
+def test_labelled_set():
+    rows = [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
+    out = detect([r["prompt"] for r in rows], [r["response"] for r in rows])
+    by_kind = {}
+    for r, d in zip(rows, out, strict=True):
+        by_kind.setdefault(r["kind"], []).append(d.reasons)
+    assert len(by_kind["deflection_offer"]) >= 12
+    assert all(x == ("offer_only",) for x in by_kind["deflection_offer"])  # rule (a) finds every one
+    assert not any(by_kind["offer_then_content"]) and not any(by_kind["short_answer"])
+    assert by_kind["short_after_offer"] == [("offer_only",)]  # "Sure! Jupiter.": the documented price of 2
+    assert not any(by_kind["deflection_generic"])  # advice-shaped non-answers: not caught (documented)
+    assert not any("template" in d.reasons for d in out)  # one answer per prompt: rule (b) never fires
+    # the original 65 rows (before the deflection rows) are untouched by the detector
+    assert not any(d.deflected for d in out[:65])

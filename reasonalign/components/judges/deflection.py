@@ -38,7 +38,7 @@ word or number tokens outside a list of English function words (:data:`STOPWORDS
 vocabulary of offers (:data:`FILLER_WORDS`: help, assist, question, details, ...). Why 2: with the sentence rules above
 a deflection leaves nothing, and a threshold of 2 tolerates one stray word that no rule covers (a
 sign-off, a fragment), which is more common in small models' output than a one-word answer *after*
-a filler sentence. The price is that "Sure! Ottawa." is flagged, while a bare "Ottawa." or "4" is
+a filler sentence. The price is that "Sure! Jupiter." is flagged, while a bare "Ottawa." or "4" is
 never flagged (no filler sentence) and "Great question! The capital of Canada is Ottawa." is not
 (*capital, canada, ottawa*).
 
