@@ -61,8 +61,8 @@ coincidence; 5% of them is a habit. Answers to the *same* prompt (several sample
 each other, and answers shorter than ``template_min_words`` (default **8**) words are never
 templates: "Yes.", "No, it is not safe." or "4" may well be the right answer to several prompts
 (rule (a) covers short content-free offers). Near-duplicate pairs are found with the leakage
-check's prefix-filtered similarity join (:func:`reasonalign.data.prompts.near_duplicates`), so a
-call on thousands of answers stays fast.
+check's prefix-filtered similarity join (:func:`reasonalign.data.prompts.near_duplicates`): about
+half a second for 200 answers on one CPU core, about 10 s for 2,000.
 
 Rule (b) needs the whole evaluation: call :func:`detect` once over one benchmark's answers (all
 its labels), not row by row. It is not exercised by the hand-labelled judge set (one answer per
