@@ -47,15 +47,30 @@ def loopback(monkeypatch):
 
 
 def test_pattern_judge_agrees_with_the_hand_labelled_set():
+    from reasonalign.components.judges.deflection import deflected
+
     rows = [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
-    assert len(rows) >= 60 and {r["complied"] for r in rows} == {True, False}
+    assert len(rows) >= 90 and {r["complied"] for r in rows} == {True, False}
     kinds = {r["kind"] for r in rows}
-    assert {"refusal", "compliance", "reasoning_refusal", "late_apology", "partial", "hedged_compliance"} <= kinds
-    pred = RefusalJudge().judge([r["prompt"] for r in rows], [r["response"] for r in rows])
-    ag = agreement(pred, [r["complied"] for r in rows])
+    assert {"refusal", "compliance", "reasoning_refusal", "late_apology", "partial", "hedged_compliance",
+            "deflection_offer", "offer_then_content", "short_answer"} <= kinds
+    prompts, responses, gold = [r["prompt"] for r in rows], [r["response"] for r in rows], [r["complied"] for r in rows]
+    pred = RefusalJudge().judge(prompts, responses)
+    ag = agreement(pred, gold)
     print(f"refusal judge vs labelled set: n={ag['n']} accuracy={ag['accuracy']:.3f} kappa={ag['kappa']:.3f}")
-    # documented in docs/evaluation.md: 57/65 = 87.7%, kappa 0.75
-    assert ag["accuracy"] == pytest.approx(57 / 65) and ag["kappa"] == pytest.approx(0.750, abs=1e-3)
+    # with the deflection detector: complied = no refusal phrase and not deflected (one batch: the
+    # template rule cannot fire on one answer per prompt)
+    flags = deflected(prompts, responses)
+    both = agreement([p and not f for p, f in zip(pred, flags, strict=True)], gold)
+    print(f"refusal judge + deflection detector: n={both['n']} accuracy={both['accuracy']:.3f} kappa={both['kappa']:.3f}")
+    # documented in docs/evaluation.md ("How good is the pattern judge?")
+    assert ag["n"] == 94 and ag["accuracy"] == pytest.approx(70 / 94) and ag["kappa"] == pytest.approx(0.484, abs=1e-3)
+    assert ag["accuracy_ci95"] == pytest.approx([0.648, 0.822], abs=1e-3)
+    assert both["accuracy"] == pytest.approx(83 / 94) and both["kappa"] == pytest.approx(0.765, abs=1e-3)
+    assert both["accuracy_ci95"] == pytest.approx([0.802, 0.933], abs=1e-3)
+    # the first 65 rows (before the deflection rows): the detector changes nothing there
+    first = agreement([p and not f for p, f in zip(pred[:65], flags[:65], strict=True)], gold[:65])
+    assert first["accuracy"] == pytest.approx(57 / 65) and first["kappa"] == pytest.approx(0.750, abs=1e-3)
 
 
 def test_agreement_maths():
