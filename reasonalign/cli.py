@@ -91,6 +91,10 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
     backend, why = (device.generation_choice(cfg.generation_backend, dev) if device.local_rank() == 0
                     else ("none", f"local rank {device.local_rank()} does not generate"))
     m, teacher, judge = cfg.model, cfg.teacher, cfg.eval.judge
+    unknown = sorted(set(cfg.eval.limits) - {b.name for b in cfg.eval.benchmarks})
+    if unknown:
+        raise ConfigError(f"eval.limits: no benchmark {', '.join(map(repr, unknown))} in eval={cfg.eval.name} "
+                          f"(its benchmarks: {', '.join(b.name for b in cfg.eval.benchmarks) or 'none'})")
     if m.kind == "hf" and not m.random_init:
         check_source(m.name_or_path, m.revision, f"model {m.name!r}")
     if teacher.kind == "hf":

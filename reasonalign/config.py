@@ -259,6 +259,10 @@ class EvalConfig:
     benchmarks: list[BenchmarkConfig] = field(default_factory=list)
     # your own prompt files (jsonl/csv rows {"prompt", "label"}), each reported as a benchmark
     prompt_files: list[str] = field(default_factory=list)
+    # a benchmark's size by its name, over the list's limit (null: every prompt), e.g.
+    # +eval.limits.harmbench=100 (eval.limits.harmbench=100 where the option already names it, as
+    # eval=compare does for every benchmark); an unknown name fails at start-up
+    limits: dict[str, int | None] = field(default_factory=dict)
     max_per_benchmark: int | None = None  # caps every benchmark's limit (suite_tiny: 2)
     seed: int = 0
     near_duplicate_threshold: float = 0.8  # leakage check against the run's training prompts

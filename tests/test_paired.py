@@ -109,3 +109,41 @@ def test_sweep_report_gives_mean_and_sd_over_seeds(tmp_path):
     assert row == "| method=dpo | held_out_harmful | 3 | 30.0% ± 10.0 | 20.0%, 40.0%, 30.0% |"
     assert not any(ln.startswith("| method=erpo") for ln in lines)  # one seed: no spread to report
     assert seed_lines(jobs[3:]) == []
+
+
+def test_comparison_sized_eval_has_the_sizes_it_promises():
+    """eval=compare: >= 400 harmful and jailbreak prompts and >= 300 benign/borderline ones, every
+    benchmark of eval=suite, loaded offline from the pinned wheels and the shipped contrast pairs."""
+    from test_config import compose_with
+
+    from omegaconf import OmegaConf
+
+    from reasonalign.eval.suite import suite_benchmarks
+
+    ev = OmegaConf.to_object(compose_with(["eval=compare"])).eval
+    suite = OmegaConf.to_object(compose_with(["eval=suite"])).eval
+    loaded = suite_benchmarks(ev)
+    assert [n for n, _, _ in loaded] == [b.name for b in suite.benchmarks]
+    harmful = sum(r["label"] == "harmful" for _, _, rows in loaded for r in rows)
+    other = sum(r["label"] != "harmful" for _, _, rows in loaded for r in rows)
+    assert harmful >= 400 and other >= 300, (harmful, other)
+    assert all(len(rows) > 16 for _, _, rows in loaded)  # each larger than the suite's quick subsets
+
+
+def test_eval_limits_name_benchmarks_and_a_wrong_name_fails_at_start_up():
+    from test_config import compose_with
+
+    from omegaconf import OmegaConf
+
+    from reasonalign.cli import preflight
+    from reasonalign.config import ConfigError
+    from reasonalign.eval.suite import suite_benchmarks
+
+    cfg = OmegaConf.to_object(compose_with(["eval=suite_tiny", "model=tiny-random", "+eval.limits.mtbench=5"]))
+    sizes = {n: len(rows) for n, _, rows in suite_benchmarks(cfg.eval)}
+    assert sizes["mtbench"] == 2 and sizes["harmbench"] == 2  # max_per_benchmark still caps (suite_tiny: 2)
+    cfg = OmegaConf.to_object(compose_with(["eval=suite", "model=tiny-random", "+eval.limits.mtbench=5"]))
+    assert {n: len(rows) for n, _, rows in suite_benchmarks(cfg.eval)}["mtbench"] == 5
+    bad = OmegaConf.to_object(compose_with(["eval=suite", "model=tiny-random", "+eval.limits.mtbenh=5"]))
+    with pytest.raises(ConfigError, match="eval.limits: no benchmark 'mtbenh' in eval=suite"):
+        preflight(bad)

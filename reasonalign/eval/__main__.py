@@ -59,7 +59,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
                           f"eval.prompt_files=[file.jsonl,...]")
     from reasonalign.cli import preflight
 
-    per_bench = [b.limit or 100 for b in ev.benchmarks] + [100] * len(ev.prompt_files)
+    per_bench = [ev.limits.get(b.name, b.limit) or 100 for b in ev.benchmarks] + [100] * len(ev.prompt_files)
     preflight(config, None, n_tokens=sum(min(n, ev.max_per_benchmark or n) for n in per_bench) * ev.generation.max_new_tokens)
     out = Path(config.eval_dir)
     out.mkdir(parents=True, exist_ok=True)

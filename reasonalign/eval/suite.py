@@ -35,6 +35,8 @@ def suite_benchmarks(eval_cfg: EvalConfig, cache=None) -> list[tuple[str, str, l
 
     out = []
     for b in eval_cfg.benchmarks:
+        if b.name in eval_cfg.limits:
+            b = dataclasses.replace(b, limit=eval_cfg.limits[b.name])
         if eval_cfg.max_per_benchmark is not None:
             b = dataclasses.replace(b, limit=min(b.limit or eval_cfg.max_per_benchmark, eval_cfg.max_per_benchmark))
         out.append((b.name, b.family, load_benchmark(b, eval_cfg.seed, cache)))
