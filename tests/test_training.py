@@ -152,3 +152,21 @@ def test_trl_config_fields_set_by_reasonalign_are_refused(tmp_path):
                                                     "(did you mean beta?)")):
         trl_kwargs(t.dpo, t, cfg.model, tmp_path)
 
+
+def test_resume_point_is_the_last_complete_checkpoint(tmp_path, caplog):
+    import logging
+
+    from reasonalign.components.training import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "none") is None
+    for step, whole in ((2, True), (4, True), (6, False)):  # checkpoint-6: killed before its state file
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if whole:
+            (d / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (tmp_path / "checkpoint-final").mkdir()  # not a checkpoint-N: ignored
+    with caplog.at_level(logging.WARNING, logger="reasonalign.training"):
+        assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert "checkpoint-6 is incomplete" in caplog.text and "resuming from checkpoint-4" in caplog.text
+    assert not (tmp_path / "checkpoint-6").exists()
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")

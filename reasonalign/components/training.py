@@ -74,26 +74,31 @@ def lora_config(lora: LoraSettings):
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest complete ``checkpoint-N`` a previous, interrupted attempt left behind.
+    """The checkpoint a previous, interrupted attempt left to resume from: transformers'
+    ``get_last_checkpoint`` (the highest ``checkpoint-N``) once it is complete.
 
     A checkpoint is complete once its ``trainer_state.json`` (which HF ``Trainer`` writes last)
-    parses; a newer, incomplete one (the run died while saving it) is skipped with a warning and
-    removed by rank 0, so training resumes from the checkpoint before it."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+    parses; a newer, incomplete one (the run died while saving it) is removed by rank 0 with a
+    warning, so training resumes from the checkpoint before it. Every rank calls this and waits for
+    rank 0's clean-up, so all resume from the same checkpoint."""
+    from transformers.trainer_utils import get_last_checkpoint
 
-    ckpts = sorted((p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-                    if p.is_dir() and p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
-    while ckpts:
-        newest = ckpts.pop()
+    folder = Path(output_dir)
+
+    def newest() -> str | None:
+        return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+    while is_main() and (ckpt := newest()) is not None:
         try:
-            json.loads((newest / "trainer_state.json").read_text())
-            return str(newest)
+            json.loads((Path(ckpt) / "trainer_state.json").read_text())
+            break
         except (OSError, ValueError):
-            log.warning("checkpoint %s is incomplete (the run stopped while saving it): skipping it%s", newest,
-                        f", resuming from {ckpts[-1].name}" if ckpts else "; training starts over")
-            if is_main():
-                shutil.rmtree(newest, ignore_errors=True)
-    return None
+            shutil.rmtree(ckpt)
+            before = newest()
+            log.warning("checkpoint %s is incomplete (the run stopped while saving it): removed it%s", ckpt,
+                        f", resuming from {Path(before).name}" if before else "; training starts over")
+    barrier()
+    return newest()
 
 
 def log_rows(log_history: list[dict]) -> list[dict]:
