@@ -153,8 +153,9 @@ class SFTSettings:
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_") or name in _field_names(type(self)):
             object.__setattr__(self, name, value)
-        else:  # a TRL field without a default here (OmegaConf.to_object sets them so)
-            self.passthrough[name] = value
+        else:  # a TRL field without a default here (OmegaConf.to_object sets them so); a new dict,
+            # not shared with a copy made by dataclasses.replace
+            object.__setattr__(self, "passthrough", {**self.passthrough, name: value})
 
     def __getattr__(self, name: str) -> Any:  # only called when the usual lookup fails
         given = self.__dict__.get("passthrough")
