@@ -69,15 +69,15 @@ def _check_report_to(report_to) -> None:
 
 def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
     """What can be checked before any stage runs, for the training entry and the eval entry alike:
-    sizes and counts are positive, the rule set parses, the teacher's and judge's settings are
-    complete, the device (returned) exists, every model the run loads from the hub or a local
-    directory can be had, and a model over ~1B parameters is not left to generate ``n_tokens``
-    (default: the training run's estimate) on a CPU unless ``device=cpu`` was asked for
-    (reasonalign/device.py); no ``api_key_env`` holds a key instead of a variable's name
+    sizes and counts are positive, each TRL field passed through is one, the rule set parses, the
+    teacher's and judge's settings are complete, the device (returned) exists, every model the run
+    loads from the hub or a local directory can be had, and a model over ~1B parameters is not left
+    to generate ``n_tokens`` (default: the training run's estimate) on a CPU unless ``device=cpu``
+    was asked for (reasonalign/device.py); no ``api_key_env`` holds a key instead of a variable's name
     (reasonalign/redaction.py)."""
     from reasonalign import device
     from reasonalign.components.rules import load_rules
-    from reasonalign.config import check_sizes
+    from reasonalign.config import check_sizes, check_trl_fields
     from reasonalign.models import check_source, parameter_count
 
     if isinstance(cfg, DictConfig):
@@ -85,6 +85,9 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
     check_key_names(cfg)
     check_sizes(cfg, "")
     check_sizes(method_cfg, "method")
+    for kind in ("sft", "dpo"):  # the passed-through TRL fields of a config built in Python too
+        settings = getattr(cfg.trainer, kind)
+        check_trl_fields(type(settings), settings.passthrough, f"trainer.{kind}.")
     load_rules(cfg.rules)
     dev = device.configure(cfg.device)
     # rank 0 generates (on cuda:0 under device=auto); the other ranks only train

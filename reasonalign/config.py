@@ -10,8 +10,9 @@ and :func:`validate_method_config` checks the node against it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cache
+from typing import Any, ClassVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -103,8 +104,39 @@ class LoraSettings:
     )
 
 
+# TRL fields that reasonalign sets itself (components/training.py), each with where its value comes
+# from: ``trainer.sft.<field>`` / ``trainer.dpo.<field>`` for one of them fails at start-up, naming it
+TRL_SET_BY_REASONALIGN = {
+    "output_dir": "from run_dir: a stage trains in <run_dir>/stages/<stage>/trainer",
+    "seed": "from trainer.seed",
+    "report_to": "from trainer.report_to",
+    "save_strategy": "steps, every trainer.save_steps",
+    "save_steps": "from trainer.save_steps",
+    "save_total_limit": "2: a checkpoint torn by a crash leaves a whole one to resume from",
+    "bf16": "from trainer.bf16",
+    "fp16": "from model.dtype: float16 on a GPU",
+    "use_cpu": "from device",
+    "deepspeed": "from distributed; distributed.deepspeed_config merges a DeepSpeed JSON over it",
+    "ddp_backend": "from the process group reasonalign starts: distributed.backend",
+    "ddp_timeout": "from distributed.timeout_minutes",
+    "dataloader_num_workers": "0",
+    "remove_unused_columns": "true",
+}
+
+
 @dataclass
 class SFTSettings:
+    """``trainer.sft``: the ``trl.SFTConfig`` fields reasonalign gives its own defaults, and any other
+    ``trl.SFTConfig`` field, passed through as given (``trainer.sft.packing=true``,
+    ``trainer.sft.neftune_noise_alpha=5``). A key that is no field of TRL's config, or one of the
+    :data:`TRL_SET_BY_REASONALIGN`, fails at start-up (:func:`check_trl_fields`).
+
+    The config node is open (struct off, :func:`schema_node`); :func:`OmegaConf.to_object` sets a
+    passed-through key as an attribute, which lands in :attr:`passthrough`, a dataclass field (so
+    ``dataclasses.replace`` keeps it) that is no key of the node."""
+
+    trl_config: ClassVar[str] = "SFTConfig"
+
     learning_rate: float = 2e-4
     num_train_epochs: float = 1.0
     max_steps: int = -1
@@ -115,19 +147,68 @@ class SFTSettings:
     lr_scheduler_type: str = "constant"
     logging_steps: int = 1
     gradient_checkpointing: bool = False
-    # any further trl.SFTConfig / trl.DPOConfig keyword, passed through (TRL validates it)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the further TRL fields given, by name; reasonalign's own defaults are the fields above
+    passthrough: dict[str, Any] = field(default_factory=dict, metadata={"omegaconf_ignore": True})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_") or name in _field_names(type(self)):
+            object.__setattr__(self, name, value)
+        else:  # a TRL field without a default here (OmegaConf.to_object sets them so); a new dict,
+            # not shared with a copy made by dataclasses.replace
+            object.__setattr__(self, "passthrough", {**self.passthrough, name: value})
+
+    def __getattr__(self, name: str) -> Any:  # only called when the usual lookup fails
+        given = self.__dict__.get("passthrough")
+        if given is not None and name in given:
+            return given[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def trl_fields(self) -> dict[str, Any]:
+        """Every TRL field these settings give: reasonalign's defaults, then the passed-through ones."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "passthrough"}
+        return {**own, **self.passthrough}
 
 
 @dataclass
 class DPOSettings(SFTSettings):
-    """SFT's settings, a lower default learning rate, and DPO's own."""
+    """SFT's settings, a lower default learning rate, and DPO's own; any other ``trl.DPOConfig``
+    field passes through (``trainer.dpo.label_smoothing=0.1``)."""
+
+    trl_config: ClassVar[str] = "DPOConfig"
 
     learning_rate: float = 5e-5
     beta: float = 0.1
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
     # one weight per loss_type (TRL's loss_weights); null: 1.0 each
     loss_weights: list[float] | None = None
+
+
+@cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
+
+
+def check_trl_fields(settings: type[SFTSettings], keys, where: str) -> None:
+    """Each of ``keys`` (``trainer.sft`` / ``trainer.dpo`` keys beyond ``settings``' own fields) is a
+    field of TRL's config class that reasonalign does not set itself; else a one-line ConfigError
+    naming ``where<key>`` (``where``: e.g. ``"trainer.dpo."``). TRL is imported only when there are keys."""
+    import difflib
+
+    keys = list(keys)
+    if not keys:
+        return
+    import trl
+
+    name = settings.trl_config
+    trl_fields = {f.name for f in fields(getattr(trl, name)) if f.init}
+    for key in keys:
+        if key in TRL_SET_BY_REASONALIGN:
+            raise ConfigError(f"{where}{key}: set by reasonalign ({TRL_SET_BY_REASONALIGN[key]}), not a "
+                              f"pass-through field of trl.{name}")
+        if key not in trl_fields:
+            close = difflib.get_close_matches(key, sorted(trl_fields - set(TRL_SET_BY_REASONALIGN)), n=1)
+            raise ConfigError(f"{where}{key}: not a field of trl.{name}"
+                              + (f" (did you mean {close[0]}?)" if close else ""))
 
 
 @dataclass
@@ -352,7 +433,8 @@ class Config:
     method: Any = MISSING  # checked against the chosen Method's own dataclass
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
-    trainer: TrainerConfig = MISSING
+    # a default instance, not MISSING, so that schema_node can open its sft and dpo nodes
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = MISSING
     distributed: DistributedConfig = MISSING
     run_dir: str = MISSING
@@ -387,43 +469,68 @@ class MethodConfig:
     name: str = MISSING
 
 
-def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore (``conf/config.yaml`` names it first), and every
-    installed method's config dataclass as ``method/base_<name>``, which ``conf/method/<name>.yaml``
-    extends (``defaults: [base_<name>, _self_]``): the dataclass holds each default once, the YAML
-    only what differs, ``--cfg job`` prints every key and a misspelled ``method.<key>`` fails as
-    Hydra composes. A method that fails to load is left out here; selecting it says why."""
+def schema_node(schema: type | None = None) -> DictConfig:
+    """``schema`` (default :class:`Config`) as the structured config Hydra composes into, its
+    trainer settings nodes (:class:`SFTSettings`, ``trainer.sft`` / ``trainer.dpo``) open: a key
+    that is none of their fields is taken there (``trainer.dpo.label_smoothing=0.1`` on the command
+    line or in a YAML, no ``+``) and checked against TRL's config by :func:`check_known_keys`.
+    Every other node stays closed, and the typed fields keep their types and defaults."""
+    node = OmegaConf.structured(schema or Config)
+
+    def open_settings(n: DictConfig) -> None:
+        for key in n.keys():
+            child = n._get_node(key)
+            if not isinstance(child, DictConfig) or child._is_none() or child._is_missing():
+                continue
+            kind = OmegaConf.get_type(child)
+            if isinstance(kind, type) and issubclass(kind, SFTSettings):
+                OmegaConf.set_struct(child, False)
+            elif is_dataclass(kind):
+                open_settings(child)
+
+    open_settings(node)
+    return node
+
+
+def register_configs(schema: type | None = None) -> None:
+    """Register the schema (default :class:`Config`, as :func:`schema_node` builds it) with Hydra's
+    ConfigStore (``conf/config.yaml`` names it first), and every installed method's config
+    dataclass as ``method/base_<name>``, which ``conf/method/<name>.yaml`` extends
+    (``defaults: [base_<name>, _self_]``): the dataclass holds each default once, the YAML only what
+    differs, ``--cfg job`` prints every key and a misspelled ``method.<key>`` fails as Hydra
+    composes. A method that fails to load is left out here; selecting it says why."""
     from importlib.metadata import entry_points
 
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="reasonalign_schema", node=Config)
+    cs.store(name="reasonalign_schema", node=schema_node(schema))
     for ep in entry_points(group="reasonalign.methods"):
         try:
-            schema = getattr(ep.load(), "Config", None)
+            method_schema = getattr(ep.load(), "Config", None)
         except Exception:  # a broken plugin must not break every other method's start-up
             continue
-        if schema is not None:
-            cs.store(group="method", name=f"base_{ep.name}", node=schema)
+        if method_schema is not None:
+            cs.store(group="method", name=f"base_{ep.name}", node=method_schema)
 
 
 def check_known_keys(node: DictConfig, where: str = "") -> None:
     """Every key of a composed config belongs to its dataclass: Hydra's ``+key=value`` (which its
     own error message suggests for a typo) can add a key the schema does not have, which would
-    otherwise be accepted and ignored. Free-form ``dict`` fields (``extra``, ``config_overrides``)
-    take any key."""
-    from dataclasses import fields, is_dataclass
-
+    otherwise be accepted and ignored. Free-form ``dict`` fields (``config_overrides``) take any
+    key; a trainer settings node (``trainer.sft``, ``trainer.dpo``) takes the fields of TRL's
+    config class too (:func:`check_trl_fields`)."""
     from omegaconf import ListConfig
 
     schema = OmegaConf.get_type(node)
     if is_dataclass(schema):
-        names = {f.name for f in fields(schema)}
-        for key in node.keys():
-            if key not in names:
-                raise ConfigError(f"unknown key {where}{key}: {schema.__name__} has no such field (a typo? "
-                                  f"`python -m reasonalign --cfg job` prints every key)")
+        names = {f.name for f in fields(schema) if not f.metadata.get("omegaconf_ignore")}
+        unknown = [key for key in node.keys() if key not in names]
+        if unknown and issubclass(schema, SFTSettings):
+            check_trl_fields(schema, unknown, where)
+        elif unknown:
+            raise ConfigError(f"unknown key {where}{unknown[0]}: {schema.__name__} has no such field (a typo? "
+                              f"`python -m reasonalign --cfg job` prints every key)")
     for key in node.keys():
         child = node._get_node(key)
         if isinstance(child, DictConfig) and is_dataclass(OmegaConf.get_type(child)):
@@ -487,8 +594,6 @@ POSITIVE = {"batch_size", "max_new_tokens", "per_device_train_batch_size", "grad
 def check_sizes(obj: Any, where: str) -> None:
     """Every :data:`POSITIVE` field in the dataclass tree ``obj`` is > 0 (or None), every count in
     a ``train``/``eval`` label map >= 0, ``max_steps`` is -1 or > 0: else a ConfigError naming the key."""
-    from dataclasses import fields, is_dataclass
-
     if not is_dataclass(obj):
         return
     for f in fields(obj):

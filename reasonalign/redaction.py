@@ -135,7 +135,7 @@ def _redact_arg(arg: str) -> str:
 
 def redact_overrides(args):
     """Command-line arguments (``key=value`` overrides, a launcher's command line) with secrets
-    replaced: ``+trainer.sft.extra.hub_token=***``, ``teacher.base_url=https://***@host/v1``."""
+    replaced: ``trainer.sft.hub_token=***``, ``teacher.base_url=https://***@host/v1``."""
     if args is None:
         return None
     return [_redact_arg(str(a)) for a in args]

@@ -55,16 +55,16 @@ def test_a_run_writes_no_planted_key_to_its_dir_or_output(tmp_path):
     keys = {w: planted(w) for w in ("override", "teacher_url", "judge_url", "env")}
     run_dir = tmp_path / "run"
     r = cli("method=sft", *TINY, f"run_dir={run_dir}", "eval.evaluate_base=false",
-            f"+trainer.sft.extra.hub_token={keys['override']}",
+            f"trainer.sft.hub_token={keys['override']}",
             f"teacher.base_url=https://u:{keys['teacher_url']}@localhost:1/v1",
             f"eval.judge.base_url='http://localhost:1/v1?api_key={keys['judge_url']}'",
-            "+trainer.sft.extra.run_name=${oc.env:OPENAI_API_KEY}",
+            "trainer.sft.run_name=${oc.env:OPENAI_API_KEY}",
             env={"OPENAI_API_KEY": keys["env"]})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert not leaks(keys.values(), [run_dir], [r.stdout, r.stderr])
     assert not (run_dir / ".hydra").exists()
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert cfg["trainer"]["sft"]["extra"] == {"hub_token": "***", "run_name": "***"}
+    assert (cfg["trainer"]["sft"]["hub_token"], cfg["trainer"]["sft"]["run_name"]) == ("***", "***")
     assert cfg["teacher"]["base_url"] == "https://***@localhost:1/v1"
     assert cfg["eval"]["judge"]["base_url"] == "http://localhost:1/v1?api_key=***"
     assert cfg["eval"]["judge"]["api_key_env"] == "OPENAI_API_KEY"
@@ -77,7 +77,7 @@ def test_b_failing_run_prints_no_key_in_hydras_error_line_or_traceback(tmp_path)
     run_dir = tmp_path / "run"
     r = cli("method=erpo", *TINY, f"run_dir={run_dir}", "teacher=openai", "teacher.model=x",
             f"teacher.base_url='http://127.0.0.1:1/v1?api_key={keys['url_query']}'", "teacher.max_retries=0",
-            f"+trainer.sft.extra.hub_token={keys['override']}", env={"OPENAI_API_KEY": keys["env"]})
+            f"trainer.sft.hub_token={keys['override']}", env={"OPENAI_API_KEY": keys["env"]})
     # a project error (TeacherError) is one line, exit 2
     assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
     assert "error: teacher: POST http://127.0.0.1:1/v1/chat/completions?api_key=*** failed" in r.stderr  # after a progress bar
@@ -105,13 +105,13 @@ def test_d_printed_config_and_hydras_composition_errors_show_no_key(tmp_path):
     env = {"HF_TOKEN": keys["env"]}
     r = cli("--cfg", "job", "teacher=openai", "teacher.model=x",
             f"teacher.base_url=https://u:{keys['url']}@localhost:1/v1",
-            f"+trainer.sft.extra.hub_token={keys['override']}", "+trainer.sft.extra.run_name=${oc.env:HF_TOKEN}",
+            f"trainer.sft.hub_token={keys['override']}", "trainer.sft.run_name=${oc.env:HF_TOKEN}",
             "--resolve", env=env, timeout=300)
     assert r.returncode == 0 and "base_url: https://***@localhost:1/v1" in r.stdout, r.stderr[-3000:]
-    # an override Hydra rejects (no leading +): its message quotes the override
-    bad = cli("method=sft", f"run_dir={tmp_path / 'bad'}", f"trainer.sft.extra.hub_token={keys['override']}",
+    # an override Hydra rejects (no leading +, a key trainer.lora lacks): its message quotes the override
+    bad = cli("method=sft", f"run_dir={tmp_path / 'bad'}", f"trainer.lora.hub_token={keys['override']}",
               env=env, timeout=300)
-    assert bad.returncode == 1 and "Could not override 'trainer.sft.extra.hub_token'" in bad.stderr
+    assert bad.returncode == 1 and "Could not override 'trainer.lora.hub_token'" in bad.stderr
     assert not leaks(keys.values(), [tmp_path], [r.stdout, r.stderr, bad.stdout, bad.stderr])
 
 
@@ -121,7 +121,7 @@ def test_e_multirun_sweep_dir_and_launcher_lines_show_no_key(tmp_path):
     keys = {w: planted(w) for w in ("override", "url")}
     sweep = tmp_path / "sweep"
     r = cli("-m", "method=sft,dpo", *TINY, "model=hf", f"model.name_or_path={tmp_path / 'missing'}",
-            f"hydra.sweep.dir={sweep}", f"run_dir={tmp_path / 'run'}", f"+trainer.sft.extra.hub_token={keys['override']}",
+            f"hydra.sweep.dir={sweep}", f"run_dir={tmp_path / 'run'}", f"trainer.sft.hub_token={keys['override']}",
             f"eval.judge.base_url=https://{keys['url']}@localhost:1/v1", timeout=300)
     assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
     assert "hub_token=***" in r.stdout + r.stderr  # the launcher's "#0 : ..." line
@@ -136,7 +136,7 @@ def test_f_distributed_relaunch_logs_its_command_redacted(monkeypatch, caplog, t
     from reasonalign import distributed as D
 
     keys = {w: planted(w) for w in ("override", "url", "api_key_env")}
-    args = ["method=sft", f"+trainer.sft.extra.hub_token={keys['override']}",
+    args = ["method=sft", f"trainer.sft.hub_token={keys['override']}",
             f"teacher.base_url=https://u:{keys['url']}@localhost:1/v1", f"eval.judge.api_key_env={keys['api_key_env']}"]
     called = []
     monkeypatch.setattr(D.subprocess, "call", lambda cmd, env=None: called.append(cmd) or 0)

@@ -128,9 +128,13 @@ def test_training_rows_are_checked_with_file_line_and_field(tmp_path, kind, row,
 
 
 def test_a_key_added_with_plus_that_the_schema_lacks_fails():
-    with pytest.raises(ConfigError, match="unknown key trainer.sft.learning_rte: SFTSettings has no such field"):
+    with pytest.raises(ConfigError, match="unknown key trainer.lora.rr: LoraSettings has no such field"):
+        method_of("method=dpo", "+trainer.lora.rr=8")
+    # trainer.sft / trainer.dpo also take TRL's fields, with or without the +; a typo fails all the same
+    with pytest.raises(ConfigError, match=re.escape("trainer.sft.learning_rte: not a field of trl.SFTConfig "
+                                                    "(did you mean learning_rate?)")):
         method_of("method=dpo", "+trainer.sft.learning_rte=1e-3")
-    method_of("method=dpo", "+trainer.sft.extra.packing=false")  # extra: any TRL field, passed through
+    assert method_of("method=dpo", "+trainer.sft.packing=false").config.trainer.sft.passthrough == {"packing": False}
 
 
 def test_report_to_reaches_trl_and_its_package_is_checked_at_start_up(tmp_path, monkeypatch):

@@ -1,6 +1,9 @@
 """The SFT and DPO wrappers really train: the loss falls, parameters move, the DPO margin rises, and
 the saved model reloads in plain transformers."""
 
+import json
+import re
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -9,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from reasonalign.cli import conf_dir
 from reasonalign.components.dpo import train_dpo
 from reasonalign.components.sft import train_sft
-from reasonalign.config import register_configs
+from reasonalign.config import ConfigError, register_configs
 from reasonalign.models import resolve_model_dir
 
 
@@ -80,3 +83,90 @@ def test_empty_training_set_is_an_error(tmp_path):
     cfg = config("trainer=tiny")
     with pytest.raises(ValueError, match="empty"):
         train_sft(resolve_model_dir(cfg.model), [], tmp_path, cfg.model, cfg.trainer)
+
+
+def test_pass_through_fields_reach_trls_config_objects(tmp_path):
+    """Any trl.SFTConfig / trl.DPOConfig field given as trainer.sft.<field> / trainer.dpo.<field>
+    (no + needed) reaches TRL's config object; reasonalign's own defaults stay as they were."""
+    from trl import DPOConfig, SFTConfig
+
+    from reasonalign.components.training import trl_kwargs
+
+    plain = config("trainer=tiny")
+    cfg = config("trainer=tiny", "trainer.dpo.label_smoothing=0.1", "trainer.dpo.use_weighting=true",
+                 "trainer.sft.neftune_noise_alpha=5", "+trainer.sft.packing=true",
+                 "trainer.dpo.model_init_kwargs={dtype: float32}")
+    assert cfg.trainer.dpo.passthrough == {"label_smoothing": 0.1, "use_weighting": True,
+                                           "model_init_kwargs": {"dtype": "float32"}}
+    dpo = DPOConfig(**trl_kwargs(cfg.trainer.dpo, cfg.trainer, cfg.model, tmp_path))
+    assert (dpo.label_smoothing, dpo.use_weighting, dpo.model_init_kwargs) == (0.1, True, {"dtype": "float32"})
+    sft = SFTConfig(**trl_kwargs(cfg.trainer.sft, cfg.trainer, cfg.model, tmp_path))
+    assert (sft.neftune_noise_alpha, sft.packing) == (5, True)
+    # the fields reasonalign lists keep their values; TRL's defaults for the rest when not given
+    assert dpo.learning_rate == plain.trainer.dpo.learning_rate and dpo.beta == plain.trainer.dpo.beta
+    base = DPOConfig(**trl_kwargs(plain.trainer.dpo, plain.trainer, plain.model, tmp_path))
+    assert (base.label_smoothing, base.use_weighting) == (0.0, False)
+    # a method's own settings over trainer.dpo (dataclasses.replace) keep the passed-through fields
+    from reasonalign.config import DPOOverrides
+
+    over = DPOOverrides(learning_rate=1e-5, loss_type=["sigmoid", "sft"]).apply(cfg.trainer)
+    assert over.dpo.learning_rate == 1e-5 and over.dpo.passthrough == cfg.trainer.dpo.passthrough
+
+
+def test_pass_through_fields_change_the_stage_fingerprint():
+    from dataclasses import replace
+
+    from reasonalign.methods.stages import trainer_fingerprint
+
+    t = config("trainer=tiny").trainer
+    fp = trainer_fingerprint(t, "dpo")
+    assert fp["dpo"]["extra"] == {}  # no field passed through: the fingerprint of the former `extra: {}`
+    given = config("trainer=tiny", "trainer.dpo.label_smoothing=0.1").trainer
+    assert trainer_fingerprint(given, "dpo")["dpo"]["extra"] == {"label_smoothing": 0.1}
+    assert trainer_fingerprint(given, "dpo") != fp
+    assert trainer_fingerprint(given, "sft") == trainer_fingerprint(t, "sft")  # DPO's fields: not SFT's stage
+    assert trainer_fingerprint(replace(t, dpo=replace(t.dpo, passthrough={"label_smoothing": 0.0})), "dpo") != fp
+
+
+def test_a_pass_through_field_reaches_a_real_training_run(tmp_path):
+    """trainer.sft.include_num_input_tokens_seen (a transformers field reasonalign does not list)
+    makes the trainer log the tokens it has seen: it reached the trainer that ran."""
+    cfg = config("trainer=tiny", "trainer.sft.max_steps=2", "trainer.sft.include_num_input_tokens_seen=all")
+    m = train_sft(resolve_model_dir(cfg.model), SFT_ROWS, tmp_path, cfg.model, cfg.trainer)
+    assert m["steps"] == 2
+    rows = json.loads((tmp_path / "train_log.json").read_text())
+    assert [r["num_input_tokens_seen"] for r in rows if "loss" in r][-1] > 0
+
+
+def test_trl_config_fields_set_by_reasonalign_are_refused(tmp_path):
+    from dataclasses import replace
+
+    from reasonalign.components.training import trl_kwargs
+
+    cfg = config("trainer=tiny")
+    t = replace(cfg.trainer, sft=replace(cfg.trainer.sft, passthrough={"seed": 3}))
+    with pytest.raises(ConfigError, match=re.escape("trainer.sft.seed: set by reasonalign (from trainer.seed)")):
+        trl_kwargs(t.sft, t, cfg.model, tmp_path)
+    t = replace(cfg.trainer, dpo=replace(cfg.trainer.dpo, passthrough={"betta": 0.2}))
+    with pytest.raises(ConfigError, match=re.escape("trainer.dpo.betta: not a field of trl.DPOConfig "
+                                                    "(did you mean beta?)")):
+        trl_kwargs(t.dpo, t, cfg.model, tmp_path)
+
+
+def test_resume_point_is_the_last_complete_checkpoint(tmp_path, caplog):
+    import logging
+
+    from reasonalign.components.training import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "none") is None
+    for step, whole in ((2, True), (4, True), (6, False)):  # checkpoint-6: killed before its state file
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if whole:
+            (d / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (tmp_path / "checkpoint-final").mkdir()  # not a checkpoint-N: ignored
+    with caplog.at_level(logging.WARNING, logger="reasonalign.training"):
+        assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert "checkpoint-6 is incomplete" in caplog.text and "resuming from checkpoint-4" in caplog.text
+    assert not (tmp_path / "checkpoint-6").exists()
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")

@@ -44,11 +44,11 @@ class AnalysisAppConfig(Config):
 def compose_config(overrides: list[str]):
     """The composed config: ``conf/config.yaml`` over the schema extended by ``analysis``."""
     from hydra import compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
 
     from reasonalign.cli import conf_dir
+    from reasonalign.config import register_configs
 
-    ConfigStore.instance().store(name="reasonalign_schema", node=AnalysisAppConfig)
+    register_configs(AnalysisAppConfig)
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return compose("config", overrides=overrides)
 

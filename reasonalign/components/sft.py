@@ -1,7 +1,8 @@
 """Supervised fine-tuning: a thin, typed wrapper over ``trl.SFTTrainer``.
 
 Data are TRL conversational prompt-completion records (``docs/data.md``), so the loss falls on the
-completion only (TRL's ``completion_only_loss``), whatever the chat template. LoRA (PEFT) or full
+completion only (TRL's ``completion_only_loss``, on by default here; ``trainer.sft.completion_only_loss=false``
+trains on the prompt too), whatever the chat template. LoRA (PEFT) or full
 fine-tuning, per ``trainer.finetune``. An interrupted run resumes from its last ``checkpoint-N``.
 """
 
@@ -20,5 +21,5 @@ def train_sft(init_dir: str, rows: list[dict], out_dir: Path, model_cfg: ModelCo
 
     metrics = T.fit("SFT", SFTTrainer, SFTConfig, trainer_cfg.sft, rows, ("prompt", "completion"), init_dir,
                     out_dir, model_cfg, trainer_cfg, deepspeed, ("loss",),
-                    config_kwargs={"completion_only_loss": True})
+                    config_defaults={"completion_only_loss": True})
     return {**metrics, "examples": len(rows)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,26 @@ import torch
 from transformers import TrainerCallback
 
 from reasonalign import device as D
-from reasonalign.config import ConfigError, LoraSettings, ModelConfig, TrainerConfig
+from reasonalign.config import (
+    ConfigError,
+    DPOSettings,
+    LoraSettings,
+    ModelConfig,
+    TrainerConfig,
+    check_trl_fields,
+)
 from reasonalign.distributed import active, after_training, barrier, is_main, world_size
 
 log = logging.getLogger("reasonalign.training")
 
-# keys of SFTSettings/DPOSettings that are ours, not TRL's
-_OWN_KEYS = {"extra"}
-
-
 def trl_kwargs(settings: Any, trainer_cfg: TrainerConfig, model_cfg: ModelConfig, output_dir: Path,
                deepspeed: dict | str | None = None) -> dict:
-    """Keyword arguments for ``trl.SFTConfig``/``trl.DPOConfig`` from our typed settings."""
-    kw = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in _OWN_KEYS}
-    kw.update(dict(settings.extra or {}))
+    """Keyword arguments for ``trl.SFTConfig``/``trl.DPOConfig``: every field of the settings
+    (``trainer.sft`` / ``trainer.dpo``: reasonalign's defaults and the passed-through TRL fields),
+    then the fields reasonalign sets itself (:data:`~reasonalign.config.TRL_SET_BY_REASONALIGN`)."""
+    check_trl_fields(type(settings), settings.passthrough,
+                     "trainer.dpo." if isinstance(settings, DPOSettings) else "trainer.sft.")
+    kw = settings.trl_fields()
     for k in ("loss_type", "loss_weights"):
         if isinstance(kw.get(k), (list, tuple)):
             kw[k] = list(kw[k])
@@ -69,26 +74,31 @@ def lora_config(lora: LoraSettings):
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest complete ``checkpoint-N`` a previous, interrupted attempt left behind.
+    """The checkpoint a previous, interrupted attempt left to resume from: transformers'
+    ``get_last_checkpoint`` (the highest ``checkpoint-N``) once it is complete.
 
     A checkpoint is complete once its ``trainer_state.json`` (which HF ``Trainer`` writes last)
-    parses; a newer, incomplete one (the run died while saving it) is skipped with a warning and
-    removed by rank 0, so training resumes from the checkpoint before it."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+    parses; a newer, incomplete one (the run died while saving it) is removed by rank 0 with a
+    warning, so training resumes from the checkpoint before it. Every rank calls this and waits for
+    rank 0's clean-up, so all resume from the same checkpoint."""
+    from transformers.trainer_utils import get_last_checkpoint
 
-    ckpts = sorted((p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-                    if p.is_dir() and p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
-    while ckpts:
-        newest = ckpts.pop()
+    folder = Path(output_dir)
+
+    def newest() -> str | None:
+        return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+    while is_main() and (ckpt := newest()) is not None:
         try:
-            json.loads((newest / "trainer_state.json").read_text())
-            return str(newest)
+            json.loads((Path(ckpt) / "trainer_state.json").read_text())
+            break
         except (OSError, ValueError):
-            log.warning("checkpoint %s is incomplete (the run stopped while saving it): skipping it%s", newest,
-                        f", resuming from {ckpts[-1].name}" if ckpts else "; training starts over")
-            if is_main():
-                shutil.rmtree(newest, ignore_errors=True)
-    return None
+            shutil.rmtree(ckpt)
+            before = newest()
+            log.warning("checkpoint %s is incomplete (the run stopped while saving it): removed it%s", ckpt,
+                        f", resuming from {Path(before).name}" if before else "; training starts over")
+    barrier()
+    return newest()
 
 
 def log_rows(log_history: list[dict]) -> list[dict]:
@@ -273,9 +283,10 @@ def fit(name: str, trainer_cls, config_cls, settings, rows: list[dict], columns:
         deepspeed = trainer_deepspeed()  # the run's distributed=zero* setting, if any
     tokenizer = load_tokenizer(model_cfg, init_dir)
     tokenizer.padding_side = "right"
-    extra = trainer_kwargs.pop("config_kwargs", {})
+    # the wrapper's defaults for TRL fields the settings do not list; a passed-through value wins
+    defaults = trainer_kwargs.pop("config_defaults", {})
     # the arguments first: under ZeRO-3 they make from_pretrained load the weights already sharded
-    args = config_cls(**trl_kwargs(settings, trainer_cfg, model_cfg, work, deepspeed), **extra)
+    args = config_cls(**{**defaults, **trl_kwargs(settings, trainer_cfg, model_cfg, work, deepspeed)})
     model = load_model(model_cfg, init_dir, for_training=True)
     data = Dataset.from_list([{k: r[k] for k in columns} for r in rows])
     peft_config = lora_config(trainer_cfg.lora) if trainer_cfg.finetune == "lora" else None

@@ -62,6 +62,10 @@ def trainer_fingerprint(t, kind: str) -> dict:
     fp = asdict(t)
     for key in (*TRAINER_NOT_OUTPUT, "dpo" if kind == "sft" else "sft"):
         fp.pop(key)
+    # the TRL fields passed through (trainer.<kind>.<any TRL field>) under "extra", the key of the
+    # dict that held them before: a stage given none keeps its fingerprint, and one given
+    # trainer.dpo.extra.x=v then keeps it as trainer.dpo.x=v
+    fp[kind]["extra"] = fp[kind].pop("passthrough")
     return fp
 
 
