@@ -110,7 +110,7 @@ def test_classifier_judge_runs_a_real_local_model():
 
 
 def test_harm_only_judge_leaves_benign_rows_to_the_patterns():
-    from reasonalign.eval.suite import judge_rows
+    from reasonalign.eval.runner import judge_rows
 
     judge = ClassifierJudge(JudgeConfig(name="classifier", kind="classifier"), generate_fn=lambda t: ["unsafe"] * len(t))
     rows = [{"text": "bomb?", "label": "harmful"}, {"text": "bread?", "label": "benign"},
