@@ -197,6 +197,18 @@ class GenerationSettings:
     top_p: float = 1.0
 
 
+# The shipped teachers: kind -> the class its conf option names with ``_target_``
+# (conf/teacher/<kind>.yaml)
+TEACHER_TARGETS = {"rules": "reasonalign.components.teachers.rules.RulesTeacher",
+                   "hf": "reasonalign.components.teachers.hf.HFTeacher",
+                   "openai": "reasonalign.components.teachers.openai.OpenAITeacher"}
+
+
+def shipped_kind(target: str, shipped: dict[str, str]) -> str | None:
+    """The kind in ``shipped`` whose class ``target`` names; None: a class of your own."""
+    return next((kind for kind, path in shipped.items() if path == target), None)
+
+
 @dataclass
 class JudgeConfig:
     """Who decides whether a response complied (``reasonalign/components/judges/``, group ``judge/``)."""
@@ -299,10 +311,17 @@ class DistributedConfig:
 
 @dataclass
 class TeacherConfig:
-    """Who writes the reasoning data (``reasonalign/components/teachers/``)."""
+    """Who writes the reasoning data (``reasonalign/components/teachers/``).
 
+    ``_target_`` names the teacher's class (Hydra's convention), built as ``cls(cfg)`` with this
+    node, plus ``model_cfg=`` (the run's model) and ``backend=`` (the run's generation backend) if
+    its constructor takes them: a teacher of your own is a YAML with its own ``_target_`` and any
+    of these keys (docs/plugins.md); a key no field here has fails at start-up, as a typo does."""
+
+    # the class: a dotted path; the shipped ones (TEACHER_TARGETS): rules (offline,
+    # deterministic) | hf (local transformers) | openai (any compatible server)
+    _target_: str = TEACHER_TARGETS["rules"]
     name: str = "rules"
-    kind: str = "rules"  # rules (offline, deterministic) | hf (local transformers) | openai (any compatible server)
     # hf: a hub id or local model dir; openai: the served model's id
     model: str | None = None
     max_new_tokens: int = 384
@@ -325,6 +344,12 @@ class TeacherConfig:
     # "Borderline."), so the thought classifies the request at its first token rather than
     # after a shared opener and a quote of the prompt (docs/methods/erpo.md)
     verdict_first: bool = False
+
+    @property
+    def kind(self) -> str | None:
+        """The shipped teacher ``_target_`` names (rules | hf | openai; None: a class of your own):
+        what the start-up checks, the rules teacher's options and stage fingerprints go by."""
+        return shipped_kind(self._target_, TEACHER_TARGETS)
 
 
 @dataclass
