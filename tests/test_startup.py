@@ -39,6 +39,9 @@ def method_of(*overrides):
     ("teacher._target_=nope.NoTeacher", "teacher._target_='nope.NoTeacher' cannot be loaded"),
     ("teacher._target_=reasonalign.config.ModelConfig",
      "teacher._target_='reasonalign.config.ModelConfig': ModelConfig has no write() method"),
+    ("eval.judge._target_=nope.NoJudge", "eval.judge._target_='nope.NoJudge' cannot be loaded"),
+    ("eval.judge._target_=reasonalign.config.ModelConfig",
+     "eval.judge._target_='reasonalign.config.ModelConfig': ModelConfig has no judge() method"),
 ])
 def test_bad_settings_fail_at_start_up_with_the_key(override, message):
     m = method_of("method=dpo", *(["teacher=hf"] if override.startswith("teacher.model") else []), override)
