@@ -8,7 +8,7 @@ import pytest
 
 from reasonalign.components.judges import JUDGES, Judge, RefusalJudge, get_judge
 from reasonalign.components.judges.refusal import compliance
-from reasonalign.config import JUDGE_TARGETS, ConfigError, JudgeConfig
+from reasonalign.config import JUDGE_TARGETS, JudgeConfig
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
@@ -240,14 +240,3 @@ def test_a_judge_of_your_own_is_a_yaml_with_its_target(tmp_path):
     assert judge.judge(["a", "b"], ["No way.", "Sure, here it is."]) == [False, True]
     assert judge_fingerprint(spec)["_target_"] == f"{__name__}.KeywordJudge"
     assert "_target_" not in judge_fingerprint(JudgeConfig())
-
-
-@pytest.mark.parametrize("target, why", [
-    ("nope.NoJudge", "cannot be loaded: ModuleNotFoundError(\"No module named 'nope'\")"),
-    ("reasonalign.config.ModelConfig", "ModelConfig has no judge() method"),
-])
-def test_a_bad_judge_target_is_one_config_error_line(target, why):
-    with pytest.raises(ConfigError) as e:
-        get_judge(JudgeConfig(_target_=target))
-    msg = str(e.value)
-    assert msg.startswith(f"eval.judge._target_={target!r}") and why in msg and "\n" not in msg
