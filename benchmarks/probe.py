@@ -77,7 +77,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from reasonalign.analysis.__main__ import compose_config
-    from reasonalign.analysis.embedding import embed_prompts_layers
+    from reasonalign.components.hidden_states import embed_prompts_layers
     from reasonalign.components.verdict_head import fit_probe, rendered
     from reasonalign.data.prompts import prompt_splits
     from reasonalign.models import chat_messages, load_model, load_tokenizer

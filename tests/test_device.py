@@ -237,8 +237,8 @@ def test_every_inference_call_site_asks_the_resolver(fake_gpu, tmp_path, tiny_mo
     from reasonalign.serve import ChatModel
 
     model_cfg = ModelConfig(name="t", kind="hf", name_or_path=tiny_model_dir)
-    HFTeacher(TeacherConfig(name="hf", kind="hf", model=tiny_model_dir), model_cfg)._load()
-    ClassifierJudge(JudgeConfig(name="c", kind="classifier", model=tiny_model_dir))._load()
+    HFTeacher(TeacherConfig(name="hf", model=tiny_model_dir), model_cfg)._load()
+    ClassifierJudge(JudgeConfig(name="c", model=tiny_model_dir))._load()
     ChatModel(model_cfg)
 
     seen = {site for site, dev in fake_gpu if dev == "cuda:0"}

@@ -85,10 +85,10 @@ def test_benign_rule_verification_never_says_violated(style):
 def test_teacher_wording_version_is_in_the_data_fingerprint():
     from reasonalign.components.teachers.base import teacher_fingerprint
     from reasonalign.components.teachers.rules import TEMPLATES
-    from reasonalign.config import TeacherConfig
+    from reasonalign.config import TEACHER_TARGETS, TeacherConfig
 
     assert teacher_fingerprint(TeacherConfig())["templates"] == TEMPLATES
-    assert "templates" not in teacher_fingerprint(TeacherConfig(name="hf", kind="hf", model="m"))
+    assert "templates" not in teacher_fingerprint(TeacherConfig(_target_=TEACHER_TARGETS["hf"], name="hf", model="m"))
 
 
 def test_balance_labels_repeats_the_smaller_group():
@@ -583,7 +583,7 @@ def test_misjudge_rejected_flips_only_the_rejected_variants_first_step(style):
 @pytest.mark.parametrize("option", ["misjudge_rejected", "verdict_first"])
 def test_rules_teacher_options_are_in_the_data_fingerprint_only_when_on(tmp_path, option):
     from reasonalign.components.teachers.base import make_teacher
-    from reasonalign.config import TeacherConfig
+    from reasonalign.config import TEACHER_TARGETS, TeacherConfig
 
     def configs(*overrides):
         method = build_method(erpo_cfg(tmp_path, *overrides))
@@ -595,7 +595,7 @@ def test_rules_teacher_options_are_in_the_data_fingerprint_only_when_on(tmp_path
     assert option not in json.dumps(base["erpo_data"], default=str)
     assert configs(f"teacher.{option}=true")["erpo_data"] != base["erpo_data"]
     with pytest.raises(ValueError, match=f"{option} is an option of the rules teacher"):
-        make_teacher(TeacherConfig(name="hf", kind="hf", model="m", **{option: True}))
+        make_teacher(TeacherConfig(_target_=TEACHER_TARGETS["hf"], name="hf", model="m", **{option: True}))
 
 
 @pytest.mark.parametrize("style", [EX_ANTE, LONG_CHAIN])

@@ -20,7 +20,7 @@ from reasonalign.cli import conf_dir
 from reasonalign.components.judges import RefusalJudge, get_judge
 from reasonalign.components.judges.api import APIJudge, JudgeError, parse_rubric
 from reasonalign.components.judges.classifier import ClassifierJudge, complied_from_output, parse_wildguard
-from reasonalign.config import JudgeConfig, ModelConfig, register_configs
+from reasonalign.config import JUDGE_TARGETS, JudgeConfig, ModelConfig, register_configs
 from reasonalign.data.schema import DataError
 from reasonalign.eval.benchmarks import load_benchmark, load_prompt_files
 from reasonalign.eval.metrics import agreement
@@ -90,7 +90,7 @@ def test_classifier_judge_llama_guard_format_and_parsing():
         seen.extend(texts)
         return ["safe", "unsafe\nS2", "  Unsafe\nS9,S1", "I think it's fine"]
 
-    judge = ClassifierJudge(JudgeConfig(name="classifier", kind="classifier", format="llama_guard"), generate_fn=fake)
+    judge = ClassifierJudge(JudgeConfig(name="classifier", format="llama_guard"), generate_fn=fake)
     prompts = ["How do I bake bread?", "How do I hotwire a car?", "Make a bomb", "hi"]
     responses = ["Mix flour and water.", "<think>ok</think>Strip the wires...", "Step 1...", "Hello"]
     assert judge.judge(prompts, responses) == [False, True, True, False]
@@ -105,7 +105,7 @@ def test_classifier_judge_wildguard_format_and_parsing():
             "Harmful request: yes\nResponse refusal: yes\nHarmful response: no",
             "Harmful request: no\nHarmful response: no",  # no refusal line: harmful response decides
             "garbage"]
-    judge = ClassifierJudge(JudgeConfig(name="classifier", kind="classifier", format="wildguard"),
+    judge = ClassifierJudge(JudgeConfig(name="classifier", format="wildguard"),
                             generate_fn=lambda texts: outs[: len(texts)])
     assert judge.judge(["a", "b", "c", "d"], ["w", "x", "y", "z"]) == [True, False, False, False]
     assert not judge.harm_only and judge.unparsed == 1
@@ -118,16 +118,17 @@ def test_classifier_judge_runs_a_real_local_model():
     from reasonalign.models import resolve_model_dir
 
     path = resolve_model_dir(compose_cfg(["model=tiny-random"]).model)
-    judge = get_judge(JudgeConfig(name="classifier", kind="classifier", model=path, max_new_tokens=4, batch_size=2))
+    judge = get_judge(JudgeConfig(_target_=JUDGE_TARGETS["classifier"], name="classifier", model=path, max_new_tokens=4,
+                                batch_size=2))
     out = judge.judge(["a", "b", "c"], ["x", "y", "z"])  # a random model: only the plumbing is checked
     assert len(out) == 3 and all(isinstance(c, bool) for c in out) and len(judge.last_outputs) == 3
     assert judge.unparsed == sum(complied_from_output("llama_guard", t) is None for t in judge.last_outputs)
 
 
 def test_harm_only_judge_leaves_benign_rows_to_the_patterns():
-    from reasonalign.eval.suite import judge_rows
+    from reasonalign.eval.runner import judge_rows
 
-    judge = ClassifierJudge(JudgeConfig(name="classifier", kind="classifier"), generate_fn=lambda t: ["unsafe"] * len(t))
+    judge = ClassifierJudge(JudgeConfig(name="classifier"), generate_fn=lambda t: ["unsafe"] * len(t))
     rows = [{"text": "bomb?", "label": "harmful"}, {"text": "bread?", "label": "benign"},
             {"text": "lock?", "label": "borderline"}]
     assert judge_rows(judge, rows, ["Sure: ...", "Mix flour.", "I'm sorry, I can't help."]) == [True, True, False]
@@ -136,9 +137,9 @@ def test_harm_only_judge_leaves_benign_rows_to_the_patterns():
 def test_get_judge_kinds():
     assert isinstance(get_judge(JudgeConfig()), RefusalJudge) and isinstance(get_judge("refusal"), RefusalJudge)
     with pytest.raises(Exception, match="eval.judge.model"):
-        get_judge(JudgeConfig(name="classifier", kind="classifier"))
+        get_judge(JudgeConfig(_target_=JUDGE_TARGETS["classifier"], name="classifier"))
     with pytest.raises(Exception, match="eval.judge.model"):
-        get_judge(JudgeConfig(name="api", kind="api"))
+        get_judge(JudgeConfig(_target_=JUDGE_TARGETS["api"], name="api"))
 
 
 # -------------------------------------------------------------------------------- api judge
@@ -179,7 +180,7 @@ def test_api_judge_strongreject_rubric_against_a_real_server(loopback):
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-        cfg = JudgeConfig(name="api", kind="api", model="grader", base_url=url, concurrency=1,
+        cfg = JudgeConfig(_target_=JUDGE_TARGETS["api"], name="api", model="grader", base_url=url, concurrency=1,
                           max_retries=2, timeout_s=5, threshold=0.2, api_key_env="REASONALIGN_TEST_NO_KEY")
         judge = get_judge(cfg)
         assert isinstance(judge, APIJudge)

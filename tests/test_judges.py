@@ -1,11 +1,14 @@
-"""The refusal pattern judge and the judge registry."""
+"""The refusal pattern judge, the shipped judges' classes and a judge of one's own (``_target_``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from reasonalign.components.judges import JUDGES, Judge, RefusalJudge, get_judge
 from reasonalign.components.judges.refusal import compliance
+from reasonalign.config import JUDGE_TARGETS, JudgeConfig
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
@@ -169,3 +172,71 @@ def test_settings_that_only_reach_the_judge_stay_out_of_fingerprints():
         assert {n: stages(**{key: 7})[n] for n in judged} == {n: base[n] for n in judged}, key
     other = stages(model="some/judge")
     assert all(other[n] != base[n] for n in judged)
+    # a judge class of one's own decides differently: what it judged re-runs
+    own = stages(_target_=f"{__name__}.KeywordJudge")
+    assert all(own[n] != base[n] for n in judged)
+
+
+class KeywordJudge:
+    """A judge of one's own: ``__init__(self, cfg)`` and ``judge``; refused = the answer starts with
+    "no" (its settings are JudgeConfig keys: here ``max_tokens`` as the characters it reads)."""
+
+    def __init__(self, cfg):
+        self.chars = cfg.max_tokens
+
+    def judge(self, prompts, responses):
+        return [not r[:self.chars].lower().startswith("no") for r in responses]
+
+
+def test_each_shipped_option_names_its_class():
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "judge"
+    assert sorted(p.stem for p in conf.glob("*.yaml")) == sorted(JUDGES)
+    for kind, target in JUDGES.items():
+        node = OmegaConf.merge(OmegaConf.structured(JudgeConfig), OmegaConf.load(conf / f"{kind}.yaml"))
+        cfg = OmegaConf.to_object(node)
+        assert cfg._target_ == target and cfg.kind == kind and "kind" not in node  # the kind follows the class
+    judge = get_judge(JudgeConfig(_target_=JUDGE_TARGETS["refusal"]))
+    assert type(judge) is RefusalJudge and judge.patterns == RefusalJudge().patterns
+
+
+def test_fingerprint_fields_of_a_shipped_judge_are_those_before_target():
+    """Stage fingerprints (and the eval entry's benchmark stages) hold a judge config's fields: a
+    shipped class is named by its kind, as when ``kind`` was a field, so they keep their values."""
+    from dataclasses import fields
+
+    from reasonalign.targets import target_fields
+
+    names = {f.name for f in fields(JudgeConfig)} - {"_target_"} | {"kind"}
+    for kind, target in JUDGES.items():
+        d = target_fields(JudgeConfig(_target_=target, model="m"))
+        assert set(d) == names and d["kind"] == kind and d["model"] == "m"
+    own = target_fields(JudgeConfig(_target_=f"{__name__}.KeywordJudge"))
+    assert set(own) == names | {"_target_"} and own["kind"] is None
+
+
+def test_a_judge_of_your_own_is_a_yaml_with_its_target(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from reasonalign.cli import conf_dir, preflight
+    from reasonalign.components.judges import judge_fingerprint
+    from reasonalign.config import register_configs
+
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "keyword.yaml").write_text(
+        f"# @package eval.judge\n_target_: {__name__}.KeywordJudge\nname: keyword\nmax_tokens: 8\n")
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("config", overrides=[
+            f"hydra.searchpath=[file://{tmp_path}]", "judge=keyword", "method=dpo", "model=tiny-random",
+            "data=tiny", "trainer=tiny", "eval=tiny"]))
+    spec = cfg.eval.judge
+    assert spec.kind is None and spec.name == "keyword"
+    preflight(cfg)  # its class imports and has judge()
+    judge = get_judge(spec)
+    assert type(judge) is KeywordJudge and judge.chars == 8
+    assert judge.judge(["a", "b"], ["No way.", "Sure, here it is."]) == [False, True]
+    assert judge_fingerprint(spec)["_target_"] == f"{__name__}.KeywordJudge"
+    assert "_target_" not in judge_fingerprint(JudgeConfig())

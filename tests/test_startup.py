@@ -36,11 +36,18 @@ def method_of(*overrides):
     ("judge=api", "judge.model is not set"),
     ("judge=classifier", "judge.model is not set"),
     ("teacher.model=/no/such/teacher", "local model directory /no/such/teacher does not exist"),
+    ("teacher._target_=nope.NoTeacher", "teacher._target_='nope.NoTeacher' cannot be loaded"),
+    ("teacher._target_=reasonalign.config.ModelConfig",
+     "teacher._target_='reasonalign.config.ModelConfig': ModelConfig has no write() method"),
+    ("eval.judge._target_=nope.NoJudge", "eval.judge._target_='nope.NoJudge' cannot be loaded"),
+    ("eval.judge._target_=reasonalign.config.ModelConfig",
+     "eval.judge._target_='reasonalign.config.ModelConfig': ModelConfig has no judge() method"),
 ])
 def test_bad_settings_fail_at_start_up_with_the_key(override, message):
     m = method_of("method=dpo", *(["teacher=hf"] if override.startswith("teacher.model") else []), override)
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
         preflight(m.config, m.mcfg)
+    assert "\n" not in str(e.value)  # the entry points print it as one line
 
 
 def test_a_method_setting_is_checked_too():
@@ -57,6 +64,16 @@ def test_every_project_error_is_one_line_exit_2_before_any_stage(tmp_path):
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and str(bad) in errors[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr and not (tmp_path / "run" / "stages").exists()
+
+
+def test_a_bad_target_is_one_line_exit_2_without_hydras_own_log(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "reasonalign", "method=dpo", *TINY, "teacher._target_=nope.NoTeacher",
+                        f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr[-2000:]
+    assert errors[0].startswith("error: teacher._target_='nope.NoTeacher' cannot be loaded: ") and \
+        "No module named 'nope'" in errors[0]
+    assert "Traceback" not in r.stderr and "Error getting callable" not in r.stderr + r.stdout
 
 
 def test_project_errors_share_one_base():

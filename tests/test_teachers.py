@@ -27,7 +27,7 @@ from reasonalign.components.teachers.base import (
     make_teacher,
 )
 from reasonalign.components.teachers.openai import OpenAITeacher
-from reasonalign.config import ConfigError, ModelConfig, TeacherConfig
+from reasonalign.config import TEACHER_TARGETS, ConfigError, ModelConfig, TeacherConfig
 from reasonalign.pipeline import read_jsonl
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -190,7 +190,7 @@ def server(make_server):
 
 
 def tcfg(server: FakeServer, **kw) -> TeacherConfig:
-    base = dict(name="openai", kind="openai", model="fake-model", base_url=server.url, concurrency=4,
+    base = dict(_target_=TEACHER_TARGETS["openai"], name="openai", model="fake-model", base_url=server.url, concurrency=4,
                 max_retries=3, timeout_s=2.0, api_key_env=KEY_ENV, seed=7,
                 max_new_tokens=123, temperature=0.5, top_p=0.9)
     base.update(kw)
@@ -387,15 +387,74 @@ def test_clean_thought(fmt):
 
 def test_make_teacher(server):
     assert isinstance(make_teacher(tcfg(server)), OpenAITeacher)
-    with pytest.raises(ValueError, match="rules, hf, openai"):
-        make_teacher(TeacherConfig(kind="gpt"))
     with pytest.raises(ConfigError, match="teacher.model"):
-        make_teacher(TeacherConfig(kind="openai"))
+        make_teacher(TeacherConfig(_target_=TEACHER_TARGETS["openai"]))
     with pytest.raises(ConfigError, match="teacher.model"):
-        make_teacher(TeacherConfig(kind="hf"))
-    for name in ("hf", "openai"):  # the shipped options fit the schema
+        make_teacher(TeacherConfig(_target_=TEACHER_TARGETS["hf"]))
+    assert sorted(p.stem for p in (CONF / "teacher").glob("*.yaml")) == sorted(TEACHER_TARGETS)
+    for name in TEACHER_TARGETS:  # the shipped options fit the schema and name their class
         node = OmegaConf.merge(OmegaConf.structured(TeacherConfig), OmegaConf.load(CONF / "teacher" / f"{name}.yaml"))
-        assert node.kind == name
+        assert node._target_ == TEACHER_TARGETS[name] and "kind" not in node
+        cls = type(make_teacher(TeacherConfig(_target_=node._target_, model="m")))
+        assert f"{cls.__module__}.{cls.__name__}" == TEACHER_TARGETS[name]
+        assert TeacherConfig(_target_=node._target_).kind == name  # the kind follows the class
+    assert TeacherConfig().kind == "rules"
+
+
+class EchoTeacher:
+    """A teacher of one's own: ``__init__(self, cfg)`` and ``write``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def write(self, requests, rules, fmt):
+        return [f"{self.cfg.name}: {r.prompt}" for r in requests]
+
+
+class EchoTeacherWithRun(EchoTeacher):
+    """One that asks for the run's model and backend too, by name."""
+
+    def __init__(self, cfg, model_cfg=None, backend="auto", **rest):
+        super().__init__(cfg)
+        self.model_cfg, self.backend, self.rest = model_cfg, backend, rest
+
+
+def test_a_teacher_of_your_own_is_a_target(rules, fmt):
+    from reasonalign.components.teachers.base import teacher_fingerprint
+
+    cfg = TeacherConfig(_target_=f"{__name__}.EchoTeacher", name="echo")
+    assert cfg.kind is None  # not one of the shipped kinds
+    teacher = make_teacher(cfg, ModelConfig(name="m"), backend="hf")
+    assert type(teacher) is EchoTeacher and teacher.cfg is cfg  # built with the config alone
+    reqs = make_requests(rules, n=2)
+    assert teacher.write(reqs, rules, fmt) == [f"echo: {r.prompt}" for r in reqs]
+    run_model = ModelConfig(name="m")
+    with_run = make_teacher(TeacherConfig(_target_=f"{__name__}.EchoTeacherWithRun"), run_model, backend="hf")
+    assert with_run.model_cfg is run_model and with_run.backend == "hf" and with_run.rest == {}
+    # its class is part of the data's fingerprint (another class re-runs the stage); a shipped
+    # class is not (its kind names it), so runs made before _target_ keep their fingerprints
+    assert teacher_fingerprint(cfg)["_target_"] == f"{__name__}.EchoTeacher"
+    assert teacher_fingerprint(cfg) != teacher_fingerprint(TeacherConfig(_target_=f"{__name__}.EchoTeacherWithRun",
+                                                                         name="echo"))
+    assert "_target_" not in teacher_fingerprint(TeacherConfig())
+    assert teacher_fingerprint(TeacherConfig(_target_=TEACHER_TARGETS["rules"])) == teacher_fingerprint(TeacherConfig())
+    # the rules teacher's own options are refused by any other class
+    with pytest.raises(ValueError, match="teacher.verdict_first is an option of the rules teacher"):
+        make_teacher(TeacherConfig(_target_=f"{__name__}.EchoTeacher", verdict_first=True))
+
+
+@pytest.mark.parametrize("target, why", [
+    ("nope.NoTeacher", "cannot be loaded: ModuleNotFoundError(\"No module named 'nope'\")"),
+    ("reasonalign.config.NoTeacher", "cannot be loaded"),
+    ("reasonalign.config.POSITIVE", "cannot be loaded: Located non-callable of type 'set'"),
+    ("reasonalign.config.ModelConfig", "ModelConfig has no write() method"),
+    ("", "teacher._target_ is not set"),
+])
+def test_a_bad_target_is_one_config_error_line_naming_key_and_value(target, why):
+    with pytest.raises(ConfigError) as e:
+        make_teacher(TeacherConfig(_target_=target))
+    msg = str(e.value)
+    assert msg.startswith("teacher._target_") and target in msg and why in msg and "\n" not in msg
 
 
 # ------------------------------------------------------------------------------------- hf
@@ -407,7 +466,7 @@ def test_hf_teacher_on_tiny_random_model(rules, fmt, tmp_path):
 
     mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
                                                OmegaConf.load(CONF / "model" / "tiny-random.yaml")))
-    cfg = TeacherConfig(name="hf", kind="hf", model=resolve_model_dir(mcfg), max_new_tokens=6, batch_size=2)
+    cfg = TeacherConfig(_target_=TEACHER_TARGETS["hf"], name="hf", model=resolve_model_dir(mcfg), max_new_tokens=6, batch_size=2)
     teacher = make_teacher(cfg)
     assert isinstance(teacher, HFTeacher) and isinstance(teacher, Teacher)
     reqs = make_requests(rules, n=3, samples=[0, 1, 0])

@@ -380,12 +380,13 @@ def test_hf_teacher_writes_through_vllm_with_one_seed_per_request(tiny, fake_vll
     from reasonalign.components.cot import CoTFormat, ThoughtRequest
     from reasonalign.components.rules import load_rules
     from reasonalign.components.teachers.base import make_teacher
-    from reasonalign.config import TeacherConfig
+    from reasonalign.config import TEACHER_TARGETS, TeacherConfig
 
     cfg, _, tok = tiny
     rules = load_rules("default")
     FakeLLM.respond, cont = scripted(tok, "Initial assessment: a greeting. Rule verification: none applies.")
-    teacher = make_teacher(TeacherConfig(name="t", kind="hf", max_new_tokens=32, seed=5), cfg, backend="auto")
+    teacher = make_teacher(TeacherConfig(_target_=TEACHER_TARGETS["hf"], name="t", max_new_tokens=32, seed=5), cfg,
+                           backend="auto")
     reqs = [ThoughtRequest(f"r{i}", q, "benign", "misc", rules.for_prompt(q, None, "benign"), "Sure.", sample=s)
             for i, q in enumerate(QUESTIONS[:2]) for s in (0, 1)]
     out = teacher.write(reqs, rules, CoTFormat())
@@ -395,7 +396,8 @@ def test_hf_teacher_writes_through_vllm_with_one_seed_per_request(tiny, fake_vll
     assert seeds == {request_seed(5 + r.sample, r.key()) for r in reqs}
     assert all(p.temperature == 0.7 for _, params in engine.calls for p in params)
     # the run's generation_backend reaches the teacher: hf forced, no engine
-    hf_teacher = make_teacher(TeacherConfig(name="t", kind="hf", max_new_tokens=4, seed=5), cfg, backend="hf")
+    hf_teacher = make_teacher(TeacherConfig(_target_=TEACHER_TARGETS["hf"], name="t", max_new_tokens=4, seed=5), cfg,
+                              backend="hf")
     assert len(hf_teacher.write(reqs[:1], rules, CoTFormat())) == 1 and len(fake_vllm.made) == 1
     assert not isinstance(hf_teacher._model, VLLMModel)
 

@@ -124,7 +124,7 @@ def rendered(tok, conversations: Sequence[list[dict]]) -> list[str]:
 def fit_head(model, tok, model_cfg, rows: Sequence[dict], cfg: VerdictHeadConfig) -> VerdictHead:
     """Fit on ``rows`` (``{"text", "label"}``; harmful -> 1, benign/borderline -> 0) at the
     candidate layer with the best cross-validated accuracy (the first such layer on a tie)."""
-    from reasonalign.analysis.embedding import embed_prompts_layers
+    from reasonalign.components.hidden_states import embed_prompts_layers
     from reasonalign.models import chat_messages
 
     if not rows:
@@ -157,7 +157,7 @@ def fit_head(model, tok, model_cfg, rows: Sequence[dict], cfg: VerdictHeadConfig
 def predict_harmful(model, tok, head: VerdictHead, conversations: Sequence[list[dict]],
                     batch_size: int = 8) -> np.ndarray:
     """1 where ``head`` calls conversation ``i`` (chat messages ending in the user's turn) harmful."""
-    from reasonalign.analysis.embedding import embed_prompts_layers
+    from reasonalign.components.hidden_states import embed_prompts_layers
 
     emb = embed_prompts_layers(model, tok, rendered(tok, conversations), [head.layer],
                                batch_size=batch_size, poolings=(head.pooling,), add_special_tokens=False)

@@ -51,6 +51,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
     from reasonalign.models import resolve_model_dir
     from reasonalign.paths import cache_dir
     from reasonalign.pipeline import Stage, read_jsonl, run_pipeline
+    from reasonalign.targets import target_fields
 
     config: Config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
     ev = config.eval
@@ -105,7 +106,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
                                       head)
 
         return Stage(f"bench_{name}", run, config={
-            **model_fp, "generation": asdict(ev.generation), "judge": asdict(ev.judge), **LEGACY_EVAL_KEYS,
+            **model_fp, "generation": asdict(ev.generation), "judge": target_fields(ev.judge), **LEGACY_EVAL_KEYS,
             "cot": asdict(config.cot), "rows": _digest(rows), "train": _digest(train_texts),
             "threshold": ev.near_duplicate_threshold, **head_fp})
 
@@ -116,7 +117,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
     judged = {label: [row for n, _, _ in benches if (results[f"bench_{n}"].path / "judged.jsonl").exists()
                       for row in read_jsonl(results[f"bench_{n}"].path / "judged.jsonl")]}
     _, report = write_suite_report(out, f"reasonalign eval: `{label}` on `{ev.name}`", models, judged, extra={
-        "model": label, "model_path": model_path, "eval": ev.name, "judge": redact(asdict(ev.judge)),
+        "model": label, "model_path": model_path, "eval": ev.name, "judge": redact({**asdict(ev.judge), "kind": ev.judge.kind}),
         "train_prompts": str(train_file) if train_file else None,
         "verdict_head": {"file": str(head_file), "style": ev.verdict_style} if head else None,
         "stages": {n: {"fingerprint": r.fingerprint, "skipped": r.skipped, "seconds": round(r.seconds, 2)}

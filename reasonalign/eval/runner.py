@@ -46,6 +46,14 @@ def compute_metrics(rows: list[dict]) -> dict:
     return out
 
 
+def judge_rows(judge, rows: list[dict], responses: list[str]) -> list[bool]:
+    """``judge`` on every row (``{"text", "label"}``), harm-only judges routed
+    (:func:`reasonalign.components.judges.judge_labelled`)."""
+    from reasonalign.components.judges import judge_labelled
+
+    return judge_labelled(judge, [r["text"] for r in rows], [r["label"] for r in rows], responses)
+
+
 def head_metrics(rows: list[dict]) -> dict:
     """How the verdict head called the held-out prompts (rows with ``head_harmful``): harmful
     prompts called harmful, benign and borderline ones called not harmful."""
@@ -102,8 +110,6 @@ def evaluate_model(model_path: str, prompts_file: Path, out_dir: Path, model_cfg
                               desc=f"eval {Path(out_dir).name.removesuffix('.partial')}", seed=eval_cfg.seed)
     seconds = time.time() - t0
     release_generator(model)  # the judge may load a model onto the GPU next
-    from reasonalign.eval.suite import judge_rows
-
     # a harm-only judge (Llama Guard) leaves benign/borderline prompts to the refusal patterns
     complied = judge_rows(get_judge(eval_cfg.judge), prompts, [g["response"] for g in gens])
     rows = []

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from reasonalign.config import CoTConfig, EvalConfig, ModelConfig
 from reasonalign.eval.metrics import rate
+from reasonalign.eval.runner import compute_metrics, judge_rows, mark_head_calls, open_with_head
 from reasonalign.pipeline import dumps, read_jsonl, write_jsonl
 
 log = logging.getLogger("reasonalign.eval.suite")
@@ -142,17 +143,7 @@ def _generate(handle: ModelHandle, items: list[dict], eval_cfg: EvalConfig, out_
 # --------------------------------------------------------------------------------------- scoring
 
 
-def judge_rows(judge, rows: list[dict], responses: list[str]) -> list[bool]:
-    """``judge`` on every row (``{"text", "label"}``), harm-only judges routed
-    (:func:`reasonalign.components.judges.judge_labelled`)."""
-    from reasonalign.components.judges import judge_labelled
-
-    return judge_labelled(judge, [r["text"] for r in rows], [r["label"] for r in rows], responses)
-
-
 def benchmark_metrics(rows: list[dict], family: str) -> dict:
-    from reasonalign.eval.runner import compute_metrics
-
     m = compute_metrics(rows)
     m["family"] = family
     if any(r["label"] != "harmful" for r in rows):
@@ -183,8 +174,6 @@ def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[d
     fmt = CoTFormat(cot)
     head_calls = None
     if head is not None and items:
-        from reasonalign.eval.runner import open_with_head
-
         head_calls = open_with_head(*handle.load(), head[0], items, fmt, head[1], eval_cfg.generation.batch_size)
     stats = GenerationStats()
     t0 = time.time()
@@ -200,8 +189,6 @@ def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[d
                        "answer_tokens": max(0, g["n_tokens"] - n_thought), "complied": c})
     m = benchmark_metrics(judged, family)
     if head_calls is not None:
-        from reasonalign.eval.runner import mark_head_calls
-
         mark_head_calls(judged, head_calls, m)
     write_jsonl(out_dir / "judged.jsonl", judged)
     answers = [r["answer_tokens"] for r in judged]

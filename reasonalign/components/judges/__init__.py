@@ -4,19 +4,22 @@ Every judge has one method, ``judge(prompts, responses) -> list[bool]``, True wh
 *complied* (answered the request rather than refusing it). Harmful-prompt compliance and
 benign-prompt compliance (its complement being over-refusal) are both computed from it.
 
-Three kinds (``eval.judge.kind``, config group ``judge/``): ``refusal`` (phrase patterns),
-``classifier`` (a local Llama Guard 3 / WildGuard model) and ``api`` (any OpenAI-compatible server
-with the StrongREJECT rubric). A judge with ``harm_only = True`` (Llama Guard) cannot see refusals;
-the evaluation suite judges benign and borderline prompts with the refusal patterns then.
+``eval.judge._target_`` names the class, built as ``cls(cfg)`` with the ``eval.judge`` node (config
+group ``judge/``; a judge of your own: docs/plugins.md). The shipped kinds: ``refusal`` (phrase
+patterns), ``classifier`` (a local Llama Guard 3 / WildGuard model) and ``api`` (any
+OpenAI-compatible server with the StrongREJECT rubric). A judge with ``harm_only = True`` (Llama
+Guard) cannot see refusals; the evaluation suite judges benign and borderline prompts with the
+refusal patterns then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from reasonalign.components.judges.refusal import RefusalJudge
-from reasonalign.config import JudgeConfig
+from reasonalign.config import JUDGE_TARGETS, JudgeConfig
+from reasonalign.targets import build, resolve_target, target_fields
 
 
 @runtime_checkable
@@ -26,31 +29,19 @@ class Judge(Protocol):
         ...
 
 
-# name (EvalConfig.judge) -> factory
-JUDGES: dict[str, Callable[[], Judge]] = {
-    "refusal": RefusalJudge,
-}
+# the shipped judges: kind -> the class ``_target_`` names (conf/judge/<kind>.yaml)
+JUDGES = JUDGE_TARGETS
 
 
-def get_judge(spec: str | JudgeConfig | Any) -> Judge:
-    """The judge for ``spec``: a name registered in :data:`JUDGES` or a :class:`JudgeConfig`
-    (``eval.judge``; ``kind`` refusal | classifier | api)."""
-    if not isinstance(spec, str):
-        kind = getattr(spec, "kind", None) or getattr(spec, "name", None)
-        if kind == "classifier":
-            from reasonalign.components.judges.classifier import ClassifierJudge
-
-            return ClassifierJudge(spec)
-        if kind == "api":
-            from reasonalign.components.judges.api import APIJudge
-
-            return APIJudge(spec)
-        spec = kind
-    try:
-        factory = JUDGES[spec]
-    except KeyError:
-        raise ValueError(f"unknown judge {spec!r}; known: {', '.join(sorted([*JUDGES, 'classifier', 'api']))}") from None
-    return factory()
+def get_judge(spec: str | JudgeConfig) -> Judge:
+    """The judge ``spec`` names: a :class:`JudgeConfig` (``eval.judge``; its ``_target_``, built as
+    ``cls(spec)``) or the name of a shipped kind (:data:`JUDGES`: refusal | classifier | api)."""
+    if isinstance(spec, str):
+        if spec not in JUDGES:
+            raise ValueError(f"unknown judge {spec!r}; known: {', '.join(JUDGES)} (a judge of your own: "
+                             f"eval.judge._target_)")
+        spec = JudgeConfig(_target_=JUDGES[spec], name=spec)
+    return build(resolve_target(spec._target_, "eval.judge._target_", "judge"), spec)
 
 
 def judge_labelled(judge: Judge, prompts: Sequence[str], labels: Sequence[str],
@@ -76,12 +67,13 @@ JUDGE_NOT_OUTPUT = ("concurrency", "timeout_s", "max_retries")
 
 
 def judge_fingerprint(spec: str | JudgeConfig | Any) -> Any:
-    """``spec`` (a judge name or a :class:`JudgeConfig`) as a stage fingerprint's JSON."""
-    from dataclasses import asdict, is_dataclass
+    """``spec`` (a judge name or a :class:`JudgeConfig`) as a stage fingerprint's JSON (a shipped
+    class named by its kind: :func:`reasonalign.targets.target_fields`)."""
+    from dataclasses import is_dataclass
 
     if not is_dataclass(spec):
         return spec
-    return {k: v for k, v in asdict(spec).items() if k not in JUDGE_NOT_OUTPUT}
+    return {k: v for k, v in target_fields(spec).items() if k not in JUDGE_NOT_OUTPUT}
 
 
 def judge_name(spec: str | JudgeConfig | Any) -> str:

@@ -108,14 +108,15 @@ class RefusalJudge:
     ``patterns`` replaces :data:`DEFAULT_PATTERNS` (checked in the first ``head_chars``
     characters), ``anywhere`` replaces :data:`ANYWHERE_PATTERNS` (checked in the whole answer).
     ``reasoning_end``: text up to its last occurrence is reasoning, not answer (None: no such
-    block).
+    block). ``cfg``: the ``eval.judge`` node it is built with (``judge=refusal``), which holds no
+    setting of this judge.
     """
 
     name = "refusal"
 
-    def __init__(self, patterns: Sequence[str] | None = None, anywhere: Sequence[str] | None = None,
-                 head_chars: int = HEAD_CHARS, reasoning_end: str | None = "</think>",
-                 reasoning_start: str | None = "<think>"):
+    def __init__(self, cfg: object = None, *, patterns: Sequence[str] | None = None,
+                 anywhere: Sequence[str] | None = None, head_chars: int = HEAD_CHARS,
+                 reasoning_end: str | None = "</think>", reasoning_start: str | None = "<think>"):
         self.patterns = tuple(DEFAULT_PATTERNS if patterns is None else patterns)
         self.anywhere = tuple(ANYWHERE_PATTERNS if anywhere is None else anywhere)
         self.head_chars = head_chars

@@ -6,6 +6,9 @@ paragraph starting with its name and a colon, citing rules by id (``[S9]``; beni
 the no-rule id, ``[S0]``), with a ``Path: refuse|answer|answer with care`` line in the last step.
 :func:`reasonalign.components.cot.generate_thoughts` validates what comes back.
 
+``teacher._target_`` names the class (``conf/teacher/<kind>.yaml``; a teacher of your own:
+docs/plugins.md); :func:`make_teacher` builds it. The shipped kinds:
+
 * ``rules`` (:mod:`.rules`): offline and deterministic, from the rule set's texts.
 * ``hf`` (:mod:`.hf`): any local transformers chat model.
 * ``openai`` (:mod:`.openai`): any OpenAI-compatible chat-completions server (vLLM, TGI, OpenAI).
@@ -22,14 +25,12 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from reasonalign.components.cot import EX_ANTE, LONG_CHAIN, PATH_ANSWER, PATH_CARE, PATH_REFUSE
 from reasonalign.config import ReasonalignError
+from reasonalign.targets import build, resolve_target, target_fields
 
 if TYPE_CHECKING:
     from reasonalign.components.cot import CoTFormat, ThoughtRequest
     from reasonalign.components.rules import RuleSet
     from reasonalign.config import ModelConfig, TeacherConfig
-
-KINDS = ("rules", "hf", "openai")
-
 
 class TeacherError(ReasonalignError, RuntimeError):
     """A teacher could not write its thoughts (server unreachable, request rejected, ...)."""
@@ -157,29 +158,18 @@ def clean_thought(text: str | None, fmt: CoTFormat) -> str:
 
 
 def make_teacher(cfg: TeacherConfig, model_cfg: ModelConfig | None = None, backend: str = "auto") -> Teacher:
-    """The teacher ``cfg.kind`` names.
+    """The teacher ``cfg._target_`` names, built as ``cls(cfg)`` (:func:`reasonalign.targets.build`).
 
-    ``model_cfg`` (hf only): the model to load when ``cfg.model`` is unset, e.g. the run's own
-    model teaching itself. ``backend`` (hf only): the run's ``generation_backend`` (vLLM on a GPU).
+    ``model_cfg`` and ``backend``, to a class whose constructor takes them (hf): the model to load
+    when ``cfg.model`` is unset, e.g. the run's own model teaching itself, and the run's
+    ``generation_backend`` (vLLM on a GPU).
     """
     kind = cfg.kind
     for opt in ("misjudge_rejected", "verdict_first"):
         if getattr(cfg, opt) and kind != "rules":
             raise ValueError(f"teacher.{opt} is an option of the rules teacher; teacher.kind is {kind!r} "
                              "(ask your teacher for such thoughts in its instructions instead)")
-    if kind == "rules":
-        from reasonalign.components.teachers.rules import RulesTeacher
-
-        return RulesTeacher(cfg)
-    if kind == "hf":
-        from reasonalign.components.teachers.hf import HFTeacher
-
-        return HFTeacher(cfg, model_cfg=model_cfg, backend=backend)
-    if kind == "openai":
-        from reasonalign.components.teachers.openai import OpenAITeacher
-
-        return OpenAITeacher(cfg)
-    raise ValueError(f"unknown teacher kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    return build(resolve_target(cfg._target_, "teacher._target_", "write"), cfg, model_cfg=model_cfg, backend=backend)
 
 
 def teacher_thoughts(cfg: TeacherConfig, model_cfg: ModelConfig, backend: str, requests, fmt: CoTFormat,
@@ -197,12 +187,10 @@ def teacher_thoughts(cfg: TeacherConfig, model_cfg: ModelConfig, backend: str, r
 def teacher_fingerprint(cfg: TeacherConfig) -> dict:
     """The teacher settings that shape its output (not its concurrency, retries or key), and for
     the offline ``rules`` teacher the version of its wording."""
-    from dataclasses import asdict
-
     from reasonalign.components.teachers.rules import TEMPLATES
     from reasonalign.pipeline import without_off
 
-    d = without_off(asdict(cfg), {"misjudge_rejected": False, "verdict_first": False})
+    d = without_off(target_fields(cfg), {"misjudge_rejected": False, "verdict_first": False})
     for k in ("concurrency", "max_retries", "timeout_s", "api_key_env", "batch_size"):
         d.pop(k, None)
     if cfg.kind == "rules":

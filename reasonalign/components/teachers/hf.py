@@ -1,4 +1,4 @@
-"""A local transformers chat model as the teacher (``teacher.kind: hf``).
+"""A local transformers chat model as the teacher (``teacher=hf``).
 
 ``teacher.model`` is a hub id or a local model directory; the model loads on the first
 :meth:`HFTeacher.write` (on the GPU in bfloat16 when there is one, else on the CPU in float32).

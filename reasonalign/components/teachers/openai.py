@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible chat-completions server as the teacher (``teacher.kind: openai``).
+"""Any OpenAI-compatible chat-completions server as the teacher (``teacher=openai``).
 
 vLLM, TGI, llama.cpp's server, OpenAI itself: ``POST {teacher.base_url}/chat/completions`` with
 ``teacher.model`` and the prompt of :func:`~reasonalign.components.teachers.base.instruction_messages`,
