@@ -114,9 +114,8 @@ def test_sweep_report_gives_mean_and_sd_over_seeds(tmp_path):
 def test_comparison_sized_eval_has_the_sizes_it_promises():
     """eval=compare: >= 400 harmful and jailbreak prompts and >= 300 benign/borderline ones, every
     benchmark of eval=suite, loaded offline from the pinned wheels and the shipped contrast pairs."""
-    from test_config import compose_with
-
     from omegaconf import OmegaConf
+    from test_config import compose_with
 
     from reasonalign.eval.suite import suite_benchmarks
 
@@ -131,9 +130,8 @@ def test_comparison_sized_eval_has_the_sizes_it_promises():
 
 
 def test_eval_limits_name_benchmarks_and_a_wrong_name_fails_at_start_up():
-    from test_config import compose_with
-
     from omegaconf import OmegaConf
+    from test_config import compose_with
 
     from reasonalign.cli import preflight
     from reasonalign.config import ConfigError
