@@ -386,7 +386,8 @@ def _leaves(node: dict, prefix: str = ""):
 def test_yaml_options_hold_only_what_differs_from_the_dataclass():
     """One source of defaults: the dataclasses of reasonalign/config.py (and each method's Config)
     hold every default; a group option's YAML sets a key only to a value that differs from it, or to
-    reset a key that conf/config.yaml or a conf/scale file sets (data=tiny beating a model's sizes)."""
+    reset a key that conf/config.yaml or a conf/scale file sets (data=tiny beating a model's sizes).
+    A teacher or judge option names its class (``_target_``) even where it is the default's."""
     import yaml
 
     from reasonalign.config import (
@@ -415,7 +416,7 @@ def test_yaml_options_hold_only_what_differs_from_the_dataclass():
         for path in files:
             node = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
             for leaf, value in _leaves(node):
-                if leaf != "name" and leaf in defaults and value == defaults[leaf] and f"{group}.{leaf}" not in layered:
+                if leaf not in ("name", "_target_") and leaf in defaults and value == defaults[leaf] and f"{group}.{leaf}" not in layered:
                     repeated.append(f"{path.relative_to(CONF)}: {leaf}")
     assert not repeated, repeated
     # and the method files extend their dataclass (every key printed by --cfg job, typos caught by Hydra)
