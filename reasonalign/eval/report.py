@@ -29,16 +29,19 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
     lines = [f"# reasonalign report: `{method}` on `{model_name}`", ""]
     lines += ["## Evaluation (held-out prompts, refusal judge, 95% Wilson intervals)", "",
               "| model | harmful compliance ↓ | direct | jailbreak-wrapped | benign+borderline compliance ↑ | benign "
-              "| borderline | mean response tokens | mean thought tokens |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| borderline | deflected ↓ | helpful ↑ | mean response tokens | mean thought tokens |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in evals.items():
         m = r.metrics
         lines.append(
             f"| {n.removeprefix('eval_')} | {_fmt(m.get('harmful_compliance'))} | {_fmt(m.get('harmful_compliance_direct'))} | "
             f"{_fmt(m.get('harmful_compliance_jailbreak'))} | {_fmt(m.get('benign_compliance'))} | "
             f"{_fmt(m.get('benign_only_compliance'))} | {_fmt(m.get('borderline_compliance'))} | "
+            f"{_fmt(m.get('deflected'))} | {_fmt(m.get('benign_helpful'))} | "
             f"{m.get('mean_response_tokens', 0):.1f} | {m.get('mean_thought_tokens', 0):.1f} |")
-    lines.append("")
+    lines += ["", "Deflected: benign and borderline prompts answered without substance (an offer to help, or one "
+              "answer given to many different prompts; docs/evaluation.md, \"Deflections\"), counted in compliance; "
+              "helpful: complied and not deflected.", ""]
     attacks = sorted({a for r in evals.values() for a in r.metrics.get("harmful_compliance_by_attack", {})})
     if attacks:
         lines += ["Harmful compliance by jailbreak family:", "",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from reasonalign.config import CoTConfig, EvalConfig, ModelConfig
 from reasonalign.eval.metrics import rate
-from reasonalign.eval.runner import compute_metrics, judge_rows, mark_head_calls, open_with_head
+from reasonalign.eval.runner import compute_metrics, judge_rows, mark_deflections, mark_head_calls, open_with_head
 from reasonalign.pipeline import dumps, read_jsonl, write_jsonl
 
 log = logging.getLogger("reasonalign.eval.suite")
@@ -187,6 +187,7 @@ def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[d
         n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought and tok is not None else 0
         judged.append({**r, "response": g["response"], "n_tokens": g["n_tokens"], "thought_tokens": n_thought,
                        "answer_tokens": max(0, g["n_tokens"] - n_thought), "complied": c})
+    mark_deflections(judged, cot)
     m = benchmark_metrics(judged, family)
     if head_calls is not None:
         mark_head_calls(judged, head_calls, m)

@@ -70,16 +70,17 @@ def family_lines(models: dict[str, dict[str, dict]]) -> list[str]:
 
 
 def detail_lines(label: str, bench: dict[str, dict]) -> list[str]:
-    lines = ["| benchmark | harmful compliance | benign compliance | over-refusal | mean answer tokens | "
+    lines = ["| benchmark | harmful compliance | benign compliance | over-refusal | deflected | mean answer tokens | "
              "mean reasoning tokens | s/prompt | tokens/s | leakage removed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for b in _benchmarks({label: bench}):
         m = bench[b]
         lat = m.get("latency", {})
         sp = lat.get("seconds_per_prompt")
         tps = lat.get("tokens_per_s")
         lines.append(f"| {b} | {fmt_rate(m.get('harmful_compliance'))} | {fmt_rate(m.get('benign_compliance'))} | "
-                     f"{fmt_rate(m.get('over_refusal'))} | {m.get('mean_answer_tokens', 0):.1f} | "
+                     f"{fmt_rate(m.get('over_refusal'))} | {fmt_rate(m.get('deflected'))} | "
+                     f"{m.get('mean_answer_tokens', 0):.1f} | "
                      f"{m.get('mean_thought_tokens', 0):.1f} | {'–' if sp is None else f'{sp:.2f}'} | "
                      f"{'–' if tps is None else f'{tps:.1f}'} | {m.get('leakage', {}).get('removed', 0)} |")
     return lines
