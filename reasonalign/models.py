@@ -30,7 +30,6 @@ processes never build the same entry at once (and if they did, the rename would 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -42,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reasonalign.config import ConfigError, ModelConfig
+from reasonalign.config import ConfigError, ModelConfig, safe_name
 from reasonalign.paths import cache_dir
 
 log = logging.getLogger("reasonalign.models")
@@ -66,7 +65,7 @@ def resolve_model_dir(cfg: ModelConfig, cache: str | os.PathLike | None = None) 
     """
     kind = cfg.kind
     if cfg.random_init:
-        dest = cache_dir(cache) / "models" / f"random-{_safe(cfg.name)}-{_random_key(cfg)[:12]}"
+        dest = cache_dir(cache) / "models" / f"random-{safe_name(cfg.name)}-{_random_key(cfg)[:12]}"
         _build_once(dest, lambda tmp: _build_random(cfg, tmp, cache),
                     f"building randomly initialised {cfg.name!r} (random_init, once)")
         return str(dest)
@@ -76,7 +75,7 @@ def resolve_model_dir(cfg: ModelConfig, cache: str | os.PathLike | None = None) 
         return str(cfg.name_or_path)
     if kind == "gguf":
         sha = _require_pin(cfg)
-        dest = cache_dir(cache) / "models" / f"{_safe(cfg.name)}-{sha[:12]}"
+        dest = cache_dir(cache) / "models" / f"{safe_name(cfg.name)}-{sha[:12]}"
         _build_once(dest, lambda tmp: _import_gguf(cfg, tmp, cache), f"importing GGUF {cfg.gguf_uri} (once)")
         return str(dest)
     if kind == "tiny_random":
@@ -84,10 +83,6 @@ def resolve_model_dir(cfg: ModelConfig, cache: str | os.PathLike | None = None) 
         _build_once(dest, lambda tmp: _build_tiny(cfg, tmp, cache), f"building tiny random model {cfg.name!r} (once)")
         return str(dest)
     raise ConfigError(f"model {cfg.name!r}: unknown model.kind {kind!r} (one of {', '.join(KINDS)})")
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "model"
 
 
 def _require_pin(cfg: ModelConfig) -> str:
@@ -114,52 +109,37 @@ def _tiny_key(cfg: ModelConfig) -> str:
 # --------------------------------------------------------------------------- once-only cache build
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    """An exclusive advisory lock on ``path`` (no-op where ``fcntl`` is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield False
-        return
-    with path.open("a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process building %s", path.with_suffix(""))
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _build_once(dest: Path, build, message: str) -> None:
-    """Make ``dest`` by ``build(tmp_dir)`` unless it exists; atomic and safe between processes."""
+    """Make ``dest`` by ``build(tmp_dir)`` unless it exists; atomic and safe between processes (a
+    file lock beside it: one process builds, the others wait and then find it built)."""
+    from filelock import FileLock, Timeout
+
     if dest.is_dir():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(dest.parent / f"{dest.name}.lock") as locked:
+    lock = FileLock(str(dest.parent / f"{dest.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process building %s", dest)
+        lock.acquire()
+    try:
         if dest.is_dir():  # another process finished it while we waited
             return
-        if locked:  # nobody else is building: leftovers of a crashed build can go
-            for stale in dest.parent.glob(f".tmp-{dest.name}-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+        for stale in dest.parent.glob(f".tmp-{dest.name}-*"):  # a crashed build's leftovers
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
         try:
             log.info("%s -> %s", message, dest)
             t0 = time.perf_counter()
             build(tmp)
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                if not dest.is_dir():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # lost a race with an unlocked builder
+            os.rename(tmp, dest)
             log.info("%s: done in %.1f s", message, time.perf_counter() - t0)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    finally:
+        lock.release()
 
 
 def _write_marker(dest: Path, info: dict) -> None:
@@ -172,17 +152,11 @@ def _write_marker(dest: Path, info: dict) -> None:
 # ------------------------------------------------------------------------------------------ GGUF
 
 
-def _parse_pypi(uri: str) -> tuple[str, str, str] | None:
-    m = re.fullmatch(r"pypi:([^=!\s]+)==([^!\s]+)!(.+)", uri.strip())
-    return (m.group(1), m.group(2), m.group(3).lstrip("/")) if m else None
-
-
 def _record_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+    """``path``'s sha256 as a wheel's RECORD writes it (urlsafe base64, no padding)."""
+    from reasonalign.data.sources import file_sha256
+
+    return base64.urlsafe_b64encode(bytes.fromhex(file_sha256(path))).rstrip(b"=").decode()
 
 
 def installed_member(uri: str, wheel_sha256: str | None = None) -> Path | None:
@@ -196,10 +170,14 @@ def installed_member(uri: str, wheel_sha256: str | None = None) -> Path | None:
     """
     import importlib.metadata as md
 
-    parsed = _parse_pypi(uri)
-    if parsed is None:
+    from reasonalign.data.sources import parse_pypi_uri
+
+    if not uri.strip().startswith("pypi:"):
         return None
-    name, version, member = parsed
+    try:
+        name, version, member = parse_pypi_uri(uri.strip())
+    except ValueError:
+        return None
     try:
         dist = md.distribution(name)
     except md.PackageNotFoundError:

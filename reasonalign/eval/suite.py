@@ -21,7 +21,13 @@ from pathlib import Path
 
 from reasonalign.config import CoTConfig, EvalConfig, ModelConfig
 from reasonalign.eval.metrics import rate
-from reasonalign.eval.runner import compute_metrics, judge_rows, mark_deflections, mark_head_calls, open_with_head
+from reasonalign.eval.runner import (
+    compute_metrics,
+    judge_rows,
+    mark_deflections,
+    mark_head_calls,
+    open_with_head,
+)
 from reasonalign.pipeline import dumps, read_jsonl, write_jsonl
 
 log = logging.getLogger("reasonalign.eval.suite")
