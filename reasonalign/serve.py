@@ -7,7 +7,7 @@ OpenAI-compatible chat endpoint on localhost (stdlib ``http.server``).
 * ``--model``: a model directory (e.g. ``runs/<run>/stages/dpo/model``), a ``conf/model/`` option
   name (``smollm2-135m``, ``tiny-random``) or a hub id. The ``model`` field of a request is echoed,
   not checked.
-* ``--verdict-head``: a ``verdict_head.json`` (e.g. ``runs/<run>/stages/lcpo_3_head``, from
+* ``--verdict-head``: a ``verdict_head.json`` (e.g. ``runs/<run>/stages/dpo_head``, from
   ``method.verdict_head``): when the conversation ends in a user turn, the head's verdict opens
   the assistant's thought, as in the run's evaluation (``--style``: the reasoning style).
 * Requests are served by a thread each; generation is serialised by a first-come first-served

@@ -295,102 +295,36 @@ def test_best_worst_pairs_add_a_length_pair_next_to_a_decision_pair():
     assert len(best_worst_pairs(samples, prompts, 0.5, length_pairs=True)) == 1
 
 
-def test_answer_credit_makes_the_wrong_answer_the_rejected_side():
-    """Without credit, a right answer after a malformed thought scores like a wrong answer, and the
-    longer of the two becomes the rejected side; with credit the wrong answer is, so the pair
-    contrasts the decision and not only the thought's format."""
-    from reasonalign.components.length import LengthSchedule, score
-
-    s, lam = LengthSchedule(length_norm=256), 0.3
-    prompts = {"q": {"text": "y", "label": "benign"}}
-
-    def samples(credit):
-        return [{"prompt_id": "q", "response": "right", "correct": True, "score": score(True, 60, lam, s)},
-                {"prompt_id": "q", "response": "refused", "correct": False, "score": score(False, 40, lam, s)},
-                {"prompt_id": "q", "response": "answered, bad thought", "correct": False,
-                 "score": score(False, 90, lam, s, credit)}]
-
-    [plain] = best_worst_pairs(samples(0.0), prompts, 0.02)
-    [credited] = best_worst_pairs(samples(0.5), prompts, 0.02)
-    assert plain["rejected"][0]["content"] == "answered, bad thought"  # the longest wrong one
-    assert credited["rejected"][0]["content"] == "refused"
-    # with no wrong answer among the samples, the malformed one is still paired (gap 0.5)
-    only_format = [x for x in samples(0.5) if x["response"] != "refused"]
-    [fmt_pair] = best_worst_pairs(only_format, prompts, 0.02)
-    assert fmt_pair["rejected"][0]["content"] == "answered, bad thought"
-
-
-def test_answer_credit_is_checked_and_leaves_fingerprints_alone_while_0(tmp_path):
+def test_balance_pairs_reshapes_the_data_stage(tmp_path):
     def configs(*overrides):  # a stage's fingerprint hashes its config (and its inputs' fingerprints)
         return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}
 
-    base, half = configs(), configs("method.lcpo.answer_credit=0.5")
-    assert configs("method.lcpo.answer_credit=0.0") == base
-    assert "answer_credit" not in json.dumps(base["lcpo_1_pairs"], default=str)
-    assert half["lcpo_1_pairs"] != base["lcpo_1_pairs"] and half["dpo"] == base["dpo"]
-    with pytest.raises(ConfigError, match="answer_credit"):
-        build_method(erpo_cfg(tmp_path, "method.lcpo.answer_credit=1.0")).validate()
+    base = configs()
     # stage 2's pair balancing: off keeps every fingerprint, on changes the data stage and what follows
     assert configs("method.balance_pairs=false") == base
     assert "balance_pairs" not in json.dumps(base["erpo_data"], default=str)
     assert configs("method.balance_pairs=true")["erpo_data"] != base["erpo_data"]
 
 
-def test_best_worst_pairs_reference_fallback_for_prompts_without_a_correct_sample():
-    prompts = {"q": {"text": "y", "label": "benign"}, "r": {"text": "z", "label": "harmful"}}
-    samples = [{"prompt_id": "q", "response": "right", "correct": True, "score": 0.8},
-               {"prompt_id": "q", "response": "wrong", "correct": False, "score": -0.1},
-               {"prompt_id": "r", "response": "wrong", "correct": False, "score": 0.0},
-               {"prompt_id": "r", "response": "wrong and long", "correct": False, "score": -0.3}]
-    assert [p["id"] for p in best_worst_pairs(samples, prompts, 0.05)] == ["q"]
-    pairs = best_worst_pairs(samples, prompts, 0.05, fallback={"q": "ref q", "r": "ref r"})
-    # q has a correct sample: the fallback is not used; r has none: its worst loses to the reference
-    assert [(p["id"], p["kind"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
-        ("q", "decision", "right", "wrong"), ("r", "reference", "ref r", "wrong and long")]
-
-
-def test_reference_responses_use_the_concise_thought_and_the_reference_answer(tmp_path):
-    from reasonalign.components.lcpo import reference_responses
-    from reasonalign.pipeline import write_jsonl
-
-    concise = "Initial assessment: fine.\n\nRule verification: [S0] No rule applies.\n\nPath calibration: Path: answer."
-    correct = concise.replace("fine.", "an ordinary request, fine to answer.")
-    write_jsonl(tmp_path / "thoughts.jsonl", [
-        {"key": f"a|{EX_ANTE}|concise|0", "thought": concise, "ok": True},
-        {"key": f"a|{EX_ANTE}|correct|0", "thought": correct, "ok": True},
-        {"key": f"b|{EX_ANTE}|concise|0", "thought": "bad", "ok": False},
-        {"key": f"b|{EX_ANTE}|correct|0", "thought": correct, "ok": True}])
-    sft = [{"id": i, "completion": [{"role": "assistant", "content": FMT.compose(correct, f"answer {i}")}]}
-           for i in ("a", "b", "a")]  # balanced stage-1 data repeats rows
-    write_jsonl(tmp_path / "sft.jsonl", sft)
-    refs = reference_responses(tmp_path, FMT, EX_ANTE)
-    assert refs == {"a": FMT.compose(concise, "answer a"), "b": FMT.compose(correct, "answer b")}
-
-
-def test_lcpo_prompts_balanced_by_label():
+def test_lcpo_prompts_are_a_seeded_sample_sorted_by_id():
     from reasonalign.components.lcpo import lcpo_prompts
 
     prompts = [{"id": f"h{i:02d}", "label": "harmful"} for i in range(48)] + \
               [{"id": f"b{i:02d}", "label": "benign" if i % 2 else "borderline"} for i in range(32)]
     plain = lcpo_prompts(prompts, 32, random.Random(7))
-    assert len(plain) == 32 and plain == sorted(plain, key=lambda p: p["id"])
-    assert plain == sorted(random.Random(7).sample(prompts, 32), key=lambda p: p["id"])  # unchanged default
-    balanced = lcpo_prompts(prompts, 32, random.Random(7), balance=True)
-    assert sum(p["label"] == "harmful" for p in balanced) == 16 and len({p["id"] for p in balanced}) == 32
-    # a group that runs short is topped up from the other
-    few = prompts[:48] + prompts[48:53]
-    topped = lcpo_prompts(few, 32, random.Random(7), balance=True)
-    assert sum(p["label"] != "harmful" for p in topped) == 5 and len(topped) == 32
-    assert len(lcpo_prompts(prompts[:10], 32, random.Random(7), balance=True)) == 10
+    assert len(plain) == 32 and len({p["id"] for p in plain}) == 32 and plain == sorted(plain, key=lambda p: p["id"])
+    assert plain == sorted(random.Random(7).sample(prompts, 32), key=lambda p: p["id"])
+    assert lcpo_prompts(prompts, 32, random.Random(8)) != plain
+    assert len(lcpo_prompts(prompts[:10], 32, random.Random(7))) == 10  # fewer prompts than asked: all of them
 
 
 def test_stage3_sample_correct_needs_a_valid_thought_that_agrees_with_the_label():
     """A sample whose answer is right is still wrong when its thought picks the other path or drops
-    a step (shorter, so the length penalty would reward it); off with valid_thought=False."""
+    a step (shorter, so the length penalty would reward it)."""
     from reasonalign.components.lcpo import sample_correct
 
-    def ok(text, label, complied, valid=True):
-        return sample_correct(text, label, complied, FMT, EX_ANTE, RULES, valid)
+    def ok(text, label, complied):
+        return sample_correct(text, label, complied, FMT, EX_ANTE, RULES)
 
     refuse, sure = "I can't help with that.", "Sure, here it is."
     assert ok(FMT.compose(thought("h1"), refuse), "harmful", False) == (True, "")
@@ -402,13 +336,11 @@ def test_stage3_sample_correct_needs_a_valid_thought_that_agrees_with_the_label(
     wrong_path = FMT.compose(thought("h1", "negative"), refuse)
     correct, why = ok(wrong_path, "harmful", False)
     assert not correct and "contradicts the expected 'refuse'" in why
-    assert ok(wrong_path, "harmful", False, valid=False) == (True, "")
     # right answer after a thought without its path step
     body = thought("b2", "concise")
     no_path = FMT.compose(body[:body.index("Path calibration")].strip(), sure)
     correct, why = ok(no_path, "benign", True)
     assert not correct and "missing step(s): Path calibration" in why
-    assert ok(no_path, "benign", True, valid=False) == (True, "")
     assert ok(sure, "benign", True) == (False, "no thought")
 
 
@@ -421,7 +353,7 @@ def test_stage3_sample_correct_checks_the_verdict_when_the_teacher_writes_one(tm
     from reasonalign.config import TeacherConfig
 
     def ok(text, label, complied):
-        return sample_correct(text, label, complied, FMT, EX_ANTE, RULES, True, dict(VERDICT))
+        return sample_correct(text, label, complied, FMT, EX_ANTE, RULES, dict(VERDICT))
 
     def with_verdict(pid, verdict, variant="correct"):
         plain = thought(pid, variant)

@@ -89,9 +89,6 @@ def test_length_term_and_score():
     assert length_term(512, s) == 2.0
     assert score(True, 256, 0.25, s) == pytest.approx(0.75)
     assert score(False, 128, 0.25, s) == pytest.approx(-0.125)
-    # partial credit (ERPO's lcpo.answer_credit): between a wrong and a correct sample of equal length
-    assert score(False, 128, 0.25, s, 0.5) == pytest.approx(0.375)
-    assert score(False, 128, 0.25, s) < score(False, 128, 0.25, s, 0.5) < score(True, 128, 0.25, s, 0.5)
     # shorter correct beats longer correct
     assert score(True, 100, 0.1, s) > score(True, 400, 0.1, s)
     # any correct beats any wrong while lambda * length_term < 1

@@ -30,7 +30,6 @@ CONFIGS: dict[str, tuple[str | None, list[str]]] = {
     "recipe:erpo-smollm2-135m-vhead": ("erpo-smollm2-135m-vhead", []),
     "recipe:saro-smollm2-135m-vhead": ("saro-smollm2-135m-vhead", []),
     "erpo/verdict_head": (None, ["method=erpo", *VERDICT_FIRST]),
-    "erpo/reference_fallback": (None, ["method=erpo", "method.lcpo.reference_fallback=true"]),
     "saro/policy_rejected": (None, ["method=saro", "method.srpo.rejected_source=policy"]),
     "saro/verdict_head": (None, ["method=saro", *VERDICT_FIRST]),
 }

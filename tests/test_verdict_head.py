@@ -132,23 +132,17 @@ def test_erpo_verdict_head_needs_verdict_first_and_stays_out_of_the_stages_while
         erpo(tmp_path, "method.verdict_head.enabled=true").validate()
     off = {s.name: s for s in erpo(tmp_path, "teacher.verdict_first=true").stages()}
     on = {s.name: s for s in erpo(tmp_path, "teacher.verdict_first=true", "method.verdict_head.enabled=true").stages()}
-    assert set(on) - set(off) == {"dpo_head", "lcpo_1_head", "lcpo_2_head", "lcpo_3_head"}
+    assert set(on) - set(off) == {"dpo_head"}  # one head, the stage-2 model's
     for name, stage in off.items():  # while off, no stage's config or inputs mention a head
         assert "verdict_head" not in json.dumps(stage.config, default=str) and not any(
             d.endswith("_head") for d in stage.deps)
         if name in ("prompts", "base_responses", "erpo_data", "sft", "dpo", "eval_base", "eval_sft"):
             assert on[name].config == stage.config and on[name].deps == stage.deps
-    assert "dpo_head" in on["lcpo_1_pairs"].deps and "lcpo_2_head" in on["lcpo_3_pairs"].deps
-    assert "lcpo_3_head" in on["eval_final"].deps and "dpo_head" in on["eval_dpo"].deps
-    # lcpo.refit_head=false: the stage-2 head serves every iteration and eval_final; iteration 1 is
-    # the same stage either way, so a run directory holding it keeps it
-    kept = {s.name: s for s in erpo(tmp_path, "teacher.verdict_first=true", "method.verdict_head.enabled=true",
-                                    "method.lcpo.refit_head=false").stages()}
-    assert set(kept) - set(off) == {"dpo_head"}
-    for name in ("lcpo_1_pairs", "lcpo_2_pairs", "lcpo_3_pairs", "eval_final"):
-        assert [d for d in kept[name].deps if d.endswith("_head")] == ["dpo_head"], name
-    assert (kept["lcpo_1_pairs"].config, kept["lcpo_1_pairs"].deps) == (on["lcpo_1_pairs"].config, on["lcpo_1_pairs"].deps)
-    assert kept["lcpo_2_pairs"].config == on["lcpo_2_pairs"].config  # the head in use shows in the inputs
+    # the stage-2 head serves every stage-3 iteration, eval_dpo and eval_final
+    for name in ("lcpo_1_pairs", "lcpo_2_pairs", "lcpo_3_pairs", "eval_dpo", "eval_final"):
+        assert [d for d in on[name].deps if d.endswith("_head")] == ["dpo_head"], name
+    for name in ("lcpo_1", "lcpo_2", "lcpo_3", "eval_sft", "eval_base"):  # training and the other evals: no head
+        assert not any(d.endswith("_head") for d in on[name].deps), name
 
 
 def test_erpo_with_a_verdict_head_samples_and_evaluates_from_the_heads_verdict(tmp_path):
@@ -159,7 +153,7 @@ def test_erpo_with_a_verdict_head_samples_and_evaluates_from_the_heads_verdict(t
     res = run_pipeline(method.stages(), tmp_path)
     head = res["dpo_head"].metrics
     assert head["layer"] in (1, 2) and head["n_train"] > 0
-    assert (res["lcpo_1_head"].path / HEAD_FILE).exists()
+    assert sorted(p.name for p in (tmp_path / "stages").glob("*_head")) == ["dpo_head"]
     samples = read_jsonl(res["lcpo_1_pairs"].path / "samples.jsonl")
     assert samples and all(s["response"].startswith("<think>\nInitial assessment: ") for s in samples)
     verdicts: dict[str, set] = {}
@@ -179,11 +173,11 @@ def test_erpo_with_a_verdict_head_samples_and_evaluates_from_the_heads_verdict(t
     assert res["eval_final"].metrics["verdict_head"]["harmful_called_harmful"] == f"{called}/{n}"
 
 
-def test_erpo_keeping_the_stage2_head_reads_the_final_model_with_it(tmp_path):
+def test_erpo_reads_the_final_model_with_the_stage2_head(tmp_path):
     from reasonalign.pipeline import run_pipeline
 
     method = erpo(tmp_path, "teacher.verdict_first=true", "method.verdict_head.enabled=true",
-                  "method.lcpo.refit_head=false", "method.lcpo.iterations=2", "method.evaluate_stage1=false",
+                  "method.lcpo.iterations=2", "method.evaluate_stage1=false",
                   "method.evaluate_stage2=false", "eval.evaluate_base=false")
     res = run_pipeline(method.stages(), tmp_path)
     assert not list((tmp_path / "stages").glob("lcpo_*_head"))

@@ -28,7 +28,9 @@ log = logging.getLogger("reasonalign.erpo")
 
 @dataclass
 class LCPOConfig:
-    """Stage 3: length-controlled iterative preference optimisation."""
+    """Stage 3: length-controlled iterative preference optimisation. A sample is correct when its
+    answer matches the label and its thought passes the validator (:func:`sample_correct`); it
+    scores ``1[correct] - lambda_t * length/length_norm``."""
 
     iterations: int = 3  # T (0 turns stage 3 off)
     samples_per_prompt: int = 4  # K
@@ -41,24 +43,6 @@ class LCPOConfig:
     # also pair a prompt's shortest correct sample against its longest correct one (a "length" pair)
     # when the best/worst pair is a decision pair
     length_pairs: bool = True
-    # a sample is correct only if its thought passes the format validator (every step, a known rule
-    # id, a Path line) and its Path agrees with the label, as well as its answer; false: any
-    # non-empty thought with the right answer counts
-    valid_thought: bool = True
-    # score of a sample whose answer is right but whose thought fails the check above (0: the same
-    # as a wrong answer). Above 0, a prompt's worst sample is one with the wrong answer whenever
-    # there is one, so its pair contrasts the decision, not only the thought's format
-    answer_credit: float = 0.0
-    # a prompt none of whose K samples is correct pairs the teacher's concise thought + the
-    # reference answer (stage 1's data) against its worst sample, instead of giving no pair
-    reference_fallback: bool = False
-    # draw half of each iteration's prompts from the harmful ones and half from the rest (as far as
-    # each group goes), instead of a plain sample that follows the training set's 60% harmful share
-    balance_labels: bool = False
-    # with method.verdict_head.enabled: fit a new head on each iteration's model (lcpo_<t>_head) for
-    # the next iteration's samples and eval_final; false keeps the stage-2 model's head (dpo_head)
-    # for all of stage 3 and eval_final. (Not in the samples' fingerprint: their inputs name the head.)
-    refit_head: bool = True
     max_steps: int = -1  # DPO steps per iteration (-1: trainer.dpo's epochs)
     # this stage's DPO settings over trainer.dpo (null keeps the trainer's): an SFT term on the
     # chosen (shortest correct) side; a model's own learning rate: conf/method_scale/erpo_<model>.yaml
@@ -69,14 +53,10 @@ class LCPOConfig:
         kind="linear", lambda_start=0.3, lambda_end=0.5, length_norm=256.0, lambda_max=1.0))
 
     def sampling_fingerprint(self) -> dict:
-        """The settings that shape an iteration's samples and pairs (not its DPO step's); an
-        option added later is left out while off."""
+        """The settings that shape an iteration's samples and pairs (not its DPO step's)."""
         from dataclasses import asdict
 
-        from reasonalign.pipeline import without_off
-
-        return without_off({k: v for k, v in asdict(self).items() if k not in ("dpo", "max_steps", "refit_head")},
-                           {"reference_fallback": False, "balance_labels": False, "answer_credit": 0.0})
+        return {k: v for k, v in asdict(self).items() if k not in ("dpo", "max_steps")}
 
     def trainer(self, base):
         """The TrainerConfig of an iteration's DPO step: ``base`` with ``dpo`` and ``max_steps`` over it."""
@@ -94,16 +74,14 @@ class VerdictHeadInput:
 
 
 def sample_and_pair(out: Path, t: int, lc: LCPOConfig, config, policy: str, train_prompts: list[dict],
-                    previous: dict, *, seed: int, style: str, head: VerdictHeadInput | None = None,
-                    fallback: dict[str, str] | None = None) -> dict:
+                    previous: dict, *, seed: int, style: str, head: VerdictHeadInput | None = None) -> dict:
     """Iteration ``t`` of stage 3 with the policy at ``policy`` (a model dir); writes
     ``generations.jsonl``, ``samples.jsonl`` and ``pairs.jsonl`` under ``out`` and returns the
     iteration's stats (with the scheduler's state for the next iteration).
 
     ``config``: the run's :class:`~reasonalign.config.Config` (model, cot, rules, judge, teacher,
     generation backend); ``previous``: the metrics of the stage that made the policy (its mean
-    thought length, and from iteration 2 on the scheduler state); ``fallback``: prompt id -> an
-    off-policy response (:func:`reference_responses`) for prompts with no correct sample.
+    thought length, and from iteration 2 on the scheduler state).
     """
     import torch
 
@@ -125,7 +103,7 @@ def sample_and_pair(out: Path, t: int, lc: LCPOConfig, config, policy: str, trai
         scheduler.load_state_dict(previous["scheduler"])
     lam = scheduler.next(previous.get("mean_thought_tokens"))
 
-    prompts = lcpo_prompts(train_prompts, lc.prompts_per_iteration, random.Random(seed * 1000 + t), lc.balance_labels)
+    prompts = lcpo_prompts(train_prompts, lc.prompts_per_iteration, random.Random(seed * 1000 + t))
     items = [{"id": f"{p['id']}#s{k}", "messages": chat_messages(cfg.model, p["text"])}
              for p in prompts for k in range(lc.samples_per_prompt)]
     head_calls = model = None
@@ -160,41 +138,31 @@ def sample_and_pair(out: Path, t: int, lc: LCPOConfig, config, policy: str, trai
     samples = []
     for item, g, p, complied in zip(items, gens, of, judged, strict=True):
         thought, _ = split_response(g["response"], fmt)
-        correct, why = sample_correct(g["response"], p["label"], complied, fmt, style, rules, lc.valid_thought, verdicts)
+        correct, why = sample_correct(g["response"], p["label"], complied, fmt, style, rules, verdicts)
         n_thought = len(tok(thought, add_special_tokens=False).input_ids) if thought else 0
         samples.append({"id": item["id"], "prompt_id": p["id"], "label": p["label"], "response": g["response"],
                         "complied": complied, "correct": correct, "why": why, "thought_tokens": n_thought,
-                        "score": score(correct, n_thought, lam, lc.schedule,
-                                       lc.answer_credit if answer_right(p["label"], complied) else 0.0)})
+                        "score": score(correct, n_thought, lam, lc.schedule)})
     write_jsonl(out / "samples.jsonl", samples)
     pairs = best_worst_pairs(samples, by_id, lc.min_score_gap, lambda text: chat_messages(cfg.model, text),
-                             length_pairs=lc.length_pairs, fallback=fallback)
+                             length_pairs=lc.length_pairs)
     write_jsonl(out / "pairs.jsonl", pairs)
     stats = sample_stats(samples)
     if head_calls is not None:
         stats["head_right"] = sum(bool(c) == (by_id[i]["label"] == "harmful") for i, c in head_calls.items())
         stats["head_prompts"] = len(head_calls)
     stats.update(iteration=t, lambda_t=lam, pairs=len(pairs),
-                 pairs_by_kind={k: sum(p["kind"] == k for p in pairs) for k in ("length", "decision", "reference")},
+                 pairs_by_kind={k: sum(p["kind"] == k for p in pairs) for k in ("length", "decision")},
                  scheduler=scheduler.state_dict())
     log.info("lcpo %d: lambda %.3f, %d pairs, samples %s", t, lam, len(pairs),
              {k: stats[k] for k in ("correct", "mean_thought_tokens")})
     return stats
 
 
-def lcpo_prompts(prompts: list[dict], n: int, rng, balance: bool = False) -> list[dict]:
-    """Stage 3's prompts for one iteration, sorted by id: a seeded sample of ``n``, or with
-    ``balance`` ``n // 2`` harmful and the rest benign/borderline (a group that runs short is
-    topped up from the other)."""
-    n = min(n, len(prompts))
-    if not balance:
-        picked = rng.sample(prompts, n)
-    else:
-        harmful = [p for p in prompts if p["label"] == "harmful"]
-        other = [p for p in prompts if p["label"] != "harmful"]
-        k = min(max(n // 2, n - len(other)), len(harmful))
-        picked = rng.sample(harmful, k) + rng.sample(other, n - k)
-    return sorted(picked, key=lambda p: p["id"])
+def lcpo_prompts(prompts: list[dict], n: int, rng) -> list[dict]:
+    """Stage 3's prompts for one iteration: a seeded sample of ``n`` (it follows the training set's
+    label shares), sorted by id."""
+    return sorted(rng.sample(prompts, min(n, len(prompts))), key=lambda p: p["id"])
 
 
 def answer_right(label: str, complied: bool) -> bool:
@@ -204,13 +172,15 @@ def answer_right(label: str, complied: bool) -> bool:
 
 
 def sample_correct(response: str, label: str, complied: bool, fmt, style: str, rules,
-                   valid_thought: bool = True, verdicts: dict[str, str] | None = None) -> tuple[bool, str]:
+                   verdicts: dict[str, str] | None = None) -> tuple[bool, str]:
     """Stage 3's judgement of one sampled response: ``(correct, why)``.
 
     The answer must match the label (the judge's ``complied``: harmful -> refused, benign or
-    borderline -> answered). With ``valid_thought`` the thought must also pass the format validator
-    with the decision the label calls for, so that a sample is not rewarded for a thought that
-    drops a step to be short, or that picks one path while the answer takes the other; and with
+    borderline -> answered), and the thought must pass the format validator (every step, a known
+    rule id, a Path line) with the decision the label calls for, so that a sample is not rewarded
+    for a thought that drops a step to be short, or that picks one path while the answer takes the
+    other (with answer-only correctness the 135M default's short winners dropped steps:
+    docs/methods/erpo.md); and with
     ``verdicts`` (label -> the word the first step opens with) its first step must open with the
     verdict of the right side (harmful or not; benign and borderline are interchangeable, both
     lead to an answer), so that a thought that calls a benign request harmful and answers anyway
@@ -230,8 +200,8 @@ def sample_correct(response: str, label: str, complied: bool, fmt, style: str, r
         return False, "no thought" if not thought else "no answer"
     if not answer_right(label, complied):
         return False, "answer complied with a harmful prompt" if harmful else "answer refused a benign prompt"
-    reason = invalid_reason(response, fmt, style, rules, PATH_REFUSE if harmful else PATH_ANSWER) if valid_thought else None
-    if reason is None and valid_thought and verdicts:
+    reason = invalid_reason(response, fmt, style, rules, PATH_REFUSE if harmful else PATH_ANSWER)
+    if reason is None and verdicts:
         first = parse_steps(thought, fmt.steps(style)).get(fmt.steps(style)[0], "")
         said = next((lab for lab, word in verdicts.items() if first.startswith(word)), None)
         if said is None:
@@ -239,25 +209,6 @@ def sample_correct(response: str, label: str, complied: bool, fmt, style: str, r
         elif (said == "harmful") != harmful:
             reason = f"verdict {verdicts[said]!r} contradicts the label {label!r}"
     return (False, f"thought: {reason}") if reason else (True, "")
-
-
-def reference_responses(data_dir: Path, fmt, style: str) -> dict[str, str]:
-    """Stage 3's off-policy fallback per training prompt: the teacher's concise thought (its
-    correct one if the concise one was rejected) and the reference answer, from stage 1's data
-    (``thoughts.jsonl`` and ``sft.jsonl``)."""
-    from reasonalign.components.cot import split_response
-    from reasonalign.pipeline import read_jsonl
-
-    thoughts = {r["key"]: r["thought"] for r in read_jsonl(data_dir / "thoughts.jsonl") if r["ok"]}
-    out = {}
-    for r in read_jsonl(data_dir / "sft.jsonl"):
-        if r["id"] in out:
-            continue
-        _, answer = split_response(r["completion"][0]["content"], fmt)
-        thought = thoughts.get(f"{r['id']}|{style}|concise|0") or thoughts.get(f"{r['id']}|{style}|correct|0")
-        if thought and answer:
-            out[r["id"]] = fmt.compose(thought, answer)
-    return out
 
 
 def sample_stats(samples: list[dict]) -> dict:

@@ -115,13 +115,12 @@ def length_term(n_tokens: float, schedule: LengthSchedule) -> float:
     return n_tokens / schedule.length_norm
 
 
-def score(correct: bool, n_tokens: int, lam: float, schedule: LengthSchedule, partial: float = 0.0) -> float:
-    """The reward of one sampled response: ``1 - lam * length_term(n_tokens)`` when correct,
-    ``partial - lam * length_term(n_tokens)`` when not (``partial``: credit for a response that is
-    only partly right, e.g. the right answer after a malformed thought; 0 by default)."""
+def score(correct: bool, n_tokens: int, lam: float, schedule: LengthSchedule) -> float:
+    """The reward of one sampled response: ``1[correct] - lam * length_term(n_tokens)`` (a wrong
+    response scores 0 before the length term)."""
     if lam < 0:
         raise ValueError(f"lambda must be >= 0, got {lam}")
-    return (1.0 if correct else partial) - lam * length_term(n_tokens, schedule)
+    return (1.0 if correct else 0.0) - lam * length_term(n_tokens, schedule)
 
 
 @dataclass

@@ -43,7 +43,8 @@ class PairMix:
     # then refused (docs/methods/erpo.md)
     consistency: float = 0.5
     # ours, needs teacher.verdict_first: the correct turn against the same turn with the verdict
-    # word swapped (build_reasoning_pairs); off (0) it stays out of the fingerprint
+    # word swapped (build_reasoning_pairs), so DPO trains the one token that classifies the
+    # request; measured at 135M: the path then follows the verdict (docs/methods/erpo.md)
     verdict: float = 0.0
 
 
@@ -182,18 +183,15 @@ def swap_verdict(text: str, label: str, verdicts: dict[str, str]) -> str | None:
 
 
 def best_worst_pairs(samples: list[dict], prompts: dict[str, dict], min_gap: float,
-                     prompt_messages=user, length_pairs: bool = False,
-                     fallback: dict[str, str] | None = None) -> list[dict]:
+                     prompt_messages=user, length_pairs: bool = False) -> list[dict]:
     """ERPO stage 3: per prompt, its best-scored sample (if correct) against its worst.
 
     ``samples``: ``{"prompt_id", "response", "correct", "score"}``. A pair is kept when the best is
     correct and beats the worst by ``min_gap``; its kind is ``decision`` when the worst is wrong and
     ``length`` when both are correct (the shorter won). With ``length_pairs``, a prompt whose
     best/worst pair is a decision pair also gives a ``length`` pair: its best against its
-    lowest-scored correct sample, if they differ by ``min_gap``. ``fallback`` (prompt id -> a
-    correct response written off-policy, e.g. the teacher's concise thought and the reference
-    answer): a prompt none of whose samples is correct pairs it against its worst sample (kind
-    ``reference``) instead of giving no pair.
+    lowest-scored correct sample, if they differ by ``min_gap``. A prompt none of whose samples
+    is correct gives no pair.
     """
     groups: dict[str, list[dict]] = {}
     for s in samples:
@@ -208,11 +206,7 @@ def best_worst_pairs(samples: list[dict], prompts: dict[str, dict], min_gap: flo
     for pid in sorted(groups):
         group = sorted(groups[pid], key=lambda s: -s["score"])
         best, worst = group[0], group[-1]
-        if not best["correct"]:
-            if fallback and pid in fallback:
-                pair(pid, "reference", {"response": fallback[pid]}, worst)
-            continue
-        if best["score"] - worst["score"] < min_gap:
+        if not best["correct"] or best["score"] - worst["score"] < min_gap:
             continue
         pair(pid, "length" if worst["correct"] else "decision", best, worst)
         if length_pairs and not worst["correct"]:

@@ -75,9 +75,11 @@ class SRPOConfig:
     outcome_ratio: float = 0.5  # share of chains that give an outcome-level pair
     # ours: share of chains that give an answer-level pair (the whole correct chain shared in the
     # prompt; the right answer against the wrong one), so the answer follows the chain's decision
+    # (measured: with verdict pairs and the verdict head it does more often; docs/methods/saro.md)
     answer_ratio: float = 0.0
     # ours, needs teacher.verdict_first: share of chains that give a verdict pair (the correct turn
-    # against the same turn with its verdict word swapped: components/srpo.py)
+    # against the same turn with its verdict word swapped: components/srpo.py), so DPO trains the
+    # token that classifies the request; on with answer pairs and the head in the CPU recipe
     verdict_ratio: float = 0.0
     rejected_source: str = "teacher"  # teacher (negative/overcautious chains) | policy (sampled from the RW model)
     policy: PolicySampling = field(default_factory=PolicySampling)

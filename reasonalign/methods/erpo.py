@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 from reasonalign.components.cot import ThoughtRequest
 from reasonalign.components.judges import judge_fingerprint
-from reasonalign.components.lcpo import LCPOConfig, VerdictHeadInput, reference_responses, sample_and_pair
+from reasonalign.components.lcpo import LCPOConfig, VerdictHeadInput, sample_and_pair
 from reasonalign.components.pairs import PairMix
 from reasonalign.components.teachers.base import teacher_verdicts, verdict_problems
 from reasonalign.config import ConfigError, DPOOverrides
@@ -52,10 +52,11 @@ class ERPOConfig(ReasoningMethodConfig):
     # answer; harmful prompts the base model refused give no safety pair
     seed: int = 0
     # stage 1: repeat benign/borderline SFT records until they match the harmful ones in number
-    # (components/pairs.balance_labels); the stage-1 metrics report the counts before and after
+    # (components/pairs.balance_labels; with about twice as many harmful records the 135M default
+    # learned to refuse by default); the stage-1 metrics report the counts before and after
     balance_labels: bool = True
     # stage 2: the same for the preference pairs (off: the pair kinds' own counts, 58% harmful on
-    # the default data)
+    # the default data); on in the CPU recipe, with verdict and consistency pairs
     balance_pairs: bool = False
     # stage 2's DPO settings over trainer.dpo (null keeps the trainer's): an SFT term on the chosen
     # side; the learning rate and epochs at a model's size: conf/method_scale/erpo_<model>.yaml
@@ -86,9 +87,8 @@ class ERPOMethod(Method):
         for t in range(1, m.lcpo.iterations + 1):  # 3: LCPO: sample, judge, score, pair; DPO
             stages += [self.lcpo_pairs_stage(t, prev), self.lcpo_train_stage(t, prev)]
             prev = f"lcpo_{t}"
-            if head and m.lcpo.refit_head:
-                stages.append(s.verdict_head(prev, m.verdict_head))
-        evals = s.evaluation(final=prev, head_style=m.style if head else None, head_of=self._head_of(prev))
+        # the stage-2 model's head opens every stage-3 sample and the final model's evaluation too
+        evals = s.evaluation(final=prev, head_style=m.style if head else None, head_of="dpo")
         if m.evaluate_stage1:
             evals.insert(-1, s.eval_stage("eval_sft", "sft"))
         if m.evaluate_stage2 and prev != "dpo":
@@ -99,15 +99,8 @@ class ERPOMethod(Method):
         m = self.config.method
         problems = verdict_problems(self.config.teacher, {"pair_mix.verdict": m.pair_mix.verdict > 0,
                                                           "verdict_head": m.verdict_head.enabled})
-        if not 0.0 <= m.lcpo.answer_credit < 1.0:
-            problems.append(f"lcpo.answer_credit must be in [0, 1): below a correct sample's 1 (got {m.lcpo.answer_credit})")
         if problems:
             raise ConfigError("method erpo: " + "; ".join(problems))
-
-    def _head_of(self, model_stage: str) -> str:
-        """The model stage whose verdict head opens ``model_stage``'s generations: its own, or the
-        stage-2 model's for every stage-3 model while ``lcpo.refit_head`` is false."""
-        return model_stage if self.config.method.lcpo.refit_head else "dpo"
 
     def data_stage(self) -> Stage:
         """Stage 1's data: the teacher's ex-ante thoughts (correct, concise, verbose and the wrong
@@ -153,19 +146,15 @@ class ERPOMethod(Method):
         paired (``components/lcpo.sample_and_pair``; rank 0 alone under ``distributed=...``)."""
         c, m = self.config, self.config.method
         lc, verdicts = m.lcpo, teacher_verdicts(c.teacher)
-        head_stage = head_stage_name(self._head_of(init)) if m.verdict_head.enabled else None
+        head_stage = head_stage_name("dpo") if m.verdict_head.enabled else None
 
         def run(ctx: StageContext) -> dict:
-            from reasonalign.components.cot import CoTFormat
-
             head = VerdictHeadInput(ctx.inputs[head_stage], m.style, m.verdict_head.batch_size) if head_stage else None
-            fallback = reference_responses(ctx.inputs[DATA], CoTFormat(c.cot), m.style) if lc.reference_fallback else None
             return sample_and_pair(ctx.out, t, lc, c, model_dir_of(ctx.inputs[init]),
                                    read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl"), marker_metrics(ctx.inputs[init]),
-                                   seed=m.seed, style=m.style, head=head, fallback=fallback)
+                                   seed=m.seed, style=m.style, head=head)
 
-        return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([DATA] if lc.reference_fallback else [])
-                     + ([head_stage] if head_stage else []),
+        return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([head_stage] if head_stage else []),
                      config={"t": t, "lcpo": lc.sampling_fingerprint(), "seed": m.seed, "judge": judge_fingerprint(c.eval.judge),
                              "cot": asdict(c.cot), "rules": c.rules, "style": m.style,
                              **({"verdicts": verdicts} if verdicts else {}), **({"verdict_head": True} if head_stage else {})})

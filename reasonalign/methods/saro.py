@@ -54,7 +54,8 @@ class SaROConfig(ReasoningMethodConfig):
     max_length: int | None = None
     eval_max_new_tokens: int | None = None
     # repeat benign/borderline RW records until they match the harmful ones in number
-    # (components/pairs.balance_labels)
+    # (components/pairs.balance_labels: with about twice as many harmful records, plain and
+    # jailbreak-wrapped, the 135M default learned to refuse by default)
     balance_labels: bool = True
     # the same for the SRPO pairs (58% of them are harmful on the default data; balanced, SRPO
     # raised benign compliance where unbalanced it had not; docs/methods/saro.md)
