@@ -284,7 +284,7 @@ def test_settings_follow_the_model(method, model):
 
     own = METHOD_SIZES.get((method, size_of(model)), {})
     stages = {s.name: s.config for s in build_method(cfg).stages()}
-    assert stages["base_responses"]["generation"]["max_new_tokens"] == size["responses"]
+    assert stages["base_responses"]["responses"]["max_new_tokens"] == size["responses"]
     tokens = own.get("eval_tokens") or size["gen"]
     assert stages["eval_final"]["eval"]["generation"]["max_new_tokens"] == tokens
     length = own.get("max_length")
@@ -299,12 +299,12 @@ def test_settings_follow_the_model(method, model):
         assert trains(stages[dpo_stage]["dpo"]) == (stage_lr, stage_epochs, length or max_length, batch)
     if method == "erpo":
         assert stages["lcpo_1"]["dpo"]["learning_rate"] == (own["stage3_lr"] or size["dpo"][0])
-        lcpo = stages["lcpo_1_pairs"]["lcpo"]
+        lcpo = stages["lcpo_1_pairs"]["method.lcpo"]
         assert (lcpo["prompts_per_iteration"], lcpo["max_new_tokens"], lcpo["batch_size"]) == own["lcpo"]
     if method == "saro":
         policy = cfg.method.srpo.policy
         assert (policy.max_new_tokens, policy.batch_size) == own["policy"]
-        assert cfg.method.embedding.batch_size == stages["analysis_final"]["embedding"]["batch_size"] \
+        assert cfg.method.embedding.batch_size == stages["analysis_final"]["method.embedding"]["batch_size"] \
             == own["embedding_batch"]
 
 

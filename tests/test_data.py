@@ -536,7 +536,7 @@ def test_file_config_needs_a_uri(tmp_path):
     assert report["train"] == {"harmful": 3, "benign": 3} and len(evals) == 4
 
 
-def test_exclude_enters_the_prompts_fingerprint_only_when_set():
+def test_exclude_is_in_the_prompts_fingerprint():
     from hydra import compose, initialize_config_dir
 
     from reasonalign.cli import build_method
@@ -545,14 +545,14 @@ def test_exclude_enters_the_prompts_fingerprint_only_when_set():
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["method=dpo", "data=default"])
-        # the mix before 2026-12-03 (conf/data/default.yaml says how to get it back)
+        # the mix with Do-Not-Answer's self-harm and credential rows (conf/data/default.yaml)
         old = compose("config", overrides=["method=dpo", "data=default", "data.sources.5.exclude.intents=[]"])
 
     def sources(c):
-        return next(s for s in build_method(c).stages() if s.name == "prompts").config["sources"]
+        return next(s for s in build_method(c).stages() if s.name == "prompts").config["data"]["sources"]
 
     assert sources(cfg)[5]["exclude"] == {"intents": ["S006sh", "S009cred"]}
-    # an emptied exclude leaves the fingerprint of runs made before the option existed
-    assert all("exclude" not in src for src in sources(old))
+    assert sources(old)[5]["exclude"] == {"intents": []}
     assert sources(old)[:5] == sources(cfg)[:5] and sources(old)[6:] == sources(cfg)[6:]
-    assert {k: v for k, v in sources(cfg)[5].items() if k != "exclude"} == sources(old)[5]
+    assert {k: v for k, v in sources(cfg)[5].items() if k != "exclude"} == {
+        k: v for k, v in sources(old)[5].items() if k != "exclude"}

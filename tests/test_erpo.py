@@ -82,13 +82,23 @@ def test_benign_rule_verification_never_says_violated(style):
         assert "violat" in thought("h1", variant, style).lower()
 
 
-def test_teacher_wording_version_is_in_the_data_fingerprint():
+def test_teacher_wording_version_is_in_the_data_fingerprint(tmp_path):
     from reasonalign.components.teachers.base import teacher_fingerprint
     from reasonalign.components.teachers.rules import TEMPLATES
     from reasonalign.config import TEACHER_TARGETS, TeacherConfig
 
     assert teacher_fingerprint(TeacherConfig())["templates"] == TEMPLATES
     assert "templates" not in teacher_fingerprint(TeacherConfig(_target_=TEACHER_TARGETS["hf"], name="hf", model="m"))
+
+    def data_config(*overrides):
+        return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}["erpo_data"]
+
+    rules = data_config()  # the data stage's teacher slice carries it
+    assert rules["teacher"]["templates"] == TEMPLATES and rules["teacher"]["kind"] == "rules"
+    hf = data_config("teacher=hf", "teacher.model=m")
+    assert "templates" not in hf["teacher"] and hf["teacher"]["model"] == "m"
+    # how the teacher is reached is in no fingerprint (TEACHER_NOT_OUTPUT)
+    assert "concurrency" not in rules["teacher"] and data_config("teacher.concurrency=3") == rules
 
 
 def test_balance_labels_repeats_the_smaller_group():
@@ -249,12 +259,11 @@ def test_verdict_pair_mix_needs_verdict_first_and_stays_out_of_the_fingerprint_w
         return {s.name: s.config for s in method.stages()}
 
     base = configs()
-    assert configs("method.pair_mix.verdict=0.0") == base
-    assert "verdict" not in json.dumps(base["erpo_data"]["pair_mix"])
+    assert base["erpo_data"]["method.pair_mix"]["verdict"] == 0.0  # in the fingerprint whatever its value
     with pytest.raises(ConfigError, match="verdict_first"):
         configs("method.pair_mix.verdict=1.0")
     on = configs("method.pair_mix.verdict=1.0", "teacher.verdict_first=true")
-    assert on["erpo_data"]["pair_mix"]["verdict"] == 1.0
+    assert on["erpo_data"]["method.pair_mix"]["verdict"] == 1.0
 
 
 def test_safety_pair_needs_a_compliant_base_answer():
@@ -299,11 +308,10 @@ def test_balance_pairs_reshapes_the_data_stage(tmp_path):
     def configs(*overrides):  # a stage's fingerprint hashes its config (and its inputs' fingerprints)
         return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}
 
-    base = configs()
-    # stage 2's pair balancing: off keeps every fingerprint, on changes the data stage and what follows
-    assert configs("method.balance_pairs=false") == base
-    assert "balance_pairs" not in json.dumps(base["erpo_data"], default=str)
-    assert configs("method.balance_pairs=true")["erpo_data"] != base["erpo_data"]
+    base, on = configs(), configs("method.balance_pairs=true")
+    # stage 2's pair balancing shapes the data stage (off by default), not the stages before it
+    assert base["erpo_data"]["method.balance_pairs"] is False and on["erpo_data"]["method.balance_pairs"] is True
+    assert on["erpo_data"] != base["erpo_data"] and on["base_responses"] == base["base_responses"]
 
 
 def test_lcpo_prompts_are_a_seeded_sample_sorted_by_id():
@@ -375,7 +383,7 @@ def test_stage3_sample_correct_checks_the_verdict_when_the_teacher_writes_one(tm
     def pairs_config(*overrides):
         return {s.name: s.config for s in build_method(erpo_cfg(tmp_path, *overrides)).stages()}["lcpo_1_pairs"]
 
-    assert "verdicts" not in pairs_config()
+    assert pairs_config()["verdicts"] is None
     assert pairs_config("teacher.verdict_first=true")["verdicts"] == VERDICT
 
 
@@ -523,8 +531,7 @@ def test_rules_teacher_options_are_in_the_data_fingerprint_only_when_on(tmp_path
         return {s.name: s.config for s in method.stages()}
 
     base = configs()
-    assert configs(f"teacher.{option}=false") == base
-    assert option not in json.dumps(base["erpo_data"], default=str)
+    assert base["erpo_data"]["teacher"][option] is False
     assert configs(f"teacher.{option}=true")["erpo_data"] != base["erpo_data"]
     with pytest.raises(ValueError, match=f"{option} is an option of the rules teacher"):
         make_teacher(TeacherConfig(_target_=TEACHER_TARGETS["hf"], name="hf", model="m", **{option: True}))

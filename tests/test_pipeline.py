@@ -114,13 +114,98 @@ def test_append_only_file_drops_torn_last_line(tmp_path):
     assert [r["id"] for r in read_finished_lines(path)] == [1, 2, 3]
 
 
-def test_without_off_drops_only_options_at_their_off_value():
-    from reasonalign.pipeline import without_off
+def test_bumping_a_stages_version_reruns_it_and_downstream(tmp_path):
+    """The rule for code changes: a stage whose code changes what it writes bumps its version."""
+    from reasonalign.pipeline.stage import fingerprint
 
-    cfg = {"k": 4, "fallback": False, "ratio": 0.0, "other": False}
-    assert without_off(cfg, {"fallback": False, "ratio": 0.0}) == {"k": 4, "other": False}
-    assert without_off({**cfg, "fallback": True, "ratio": 0.5}, {"fallback": False, "ratio": 0.0}) == {
-        "k": 4, "fallback": True, "ratio": 0.5, "other": False}
+    calls = []
+    first = run_pipeline(make_stages(calls), tmp_path)
+    stages = make_stages(calls)
+    bumped = Stage(stages[1].name, stages[1].run, stages[1].deps, stages[1].config, version="2")
+    assert fingerprint(bumped, {"a": first["a"].fingerprint}) != first["b"].fingerprint
+    calls.clear()
+    res = run_pipeline([stages[0], bumped, *stages[2:]], tmp_path)
+    assert calls == ["b", "c"] and res["a"].skipped and res["d"].skipped
+    assert res["b"].fingerprint != first["b"].fingerprint and res["c"].fingerprint != first["c"].fingerprint
+
+
+def test_config_slice_takes_whole_paths_but_the_declared_fields():
+    from dataclasses import dataclass, field
+
+    from reasonalign.pipeline import config_slice
+
+    @dataclass
+    class Judge:
+        name: str = "refusal"
+        concurrency: int = 4  # declared not to shape an output
+
+    @dataclass
+    class Stage3:
+        k: int = 4
+        ratio: float = 0.0  # "off": in the slice all the same
+        judge: Judge = field(default_factory=Judge)
+        dpo: dict = field(default_factory=lambda: {"lr": 1e-5, "beta": 0.1})
+
+    @dataclass
+    class Root:
+        stage3: Stage3 = field(default_factory=Stage3)
+        rules: str = "default"
+        judge: Judge = field(default_factory=Judge)
+        steps: tuple = ("a", "b")
+
+    cfg, skip = Root(), {Judge: ("concurrency",)}
+    out = config_slice(cfg, ["stage3", "rules", "judge.name", "steps"], skip, drop=["stage3.dpo.lr"])
+    assert out == {"stage3": {"k": 4, "ratio": 0.0, "judge": {"name": "refusal"}, "dpo": {"beta": 0.1}},
+                   "rules": "default", "judge.name": "refusal", "steps": ["a", "b"]}
+    assert config_slice(cfg, ["judge"], skip) == {"judge": {"name": "refusal"}}
+    assert config_slice(cfg, ["judge"]) == {"judge": {"name": "refusal", "concurrency": 4}}
+    # a type may give its fingerprint by a function instead (the teacher's, the judge's)
+    assert config_slice(cfg, ["judge"], {Judge: lambda j: {"who": j.name.upper()}}) == {"judge": {"who": "REFUSAL"}}
+    with pytest.raises(KeyError, match="stage3.missing"):
+        config_slice(cfg, ["stage3.missing"])
+    with pytest.raises(KeyError, match="below none of the keys"):
+        config_slice(cfg, ["rules"], drop=["stage3.k"])
+
+
+@pytest.mark.parametrize("method, stage, path, elsewhere", [
+    ("erpo", "lcpo_1_pairs", "lcpo", {("dpo",): "lcpo_1", ("max_steps",): "lcpo_1"}),
+    ("saro", "srpo_pairs", "srpo", {}),
+])
+def test_every_key_under_a_stages_declared_paths_is_in_its_fingerprint(method, stage, path, elsewhere):
+    """Flip each field of a method's stage slice (``method.lcpo``, ``method.srpo``): the stage's
+    fingerprint changes, whatever the old value was ("off" included), but for the fields a stage
+    drops because the next stage uses them (the DPO settings of stage 3's training step)."""
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.cli import build_method, conf_dir
+    from reasonalign.config import register_configs
+    from reasonalign.pipeline.stage import fingerprint
+
+    register_configs()
+    extra = ["method.srpo.rejected_source=policy"] if method == "saro" else []
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"method={method}", "model=tiny-random", "data=tiny", *extra])
+    m = build_method(cfg)
+
+    def fps():
+        m.common.cfg = m.config
+        return {s.name: fingerprint(s, {}) for s in m.stages()}
+
+    base, node = fps(), getattr(m.config.method, path)
+    checked = 0
+    for leaf, value in _leaves(node):
+        # values the dataclasses accept (LengthSchedule checks its own); max_steps -1 and 0 both mean "the epochs"
+        new = {("schedule", "kind"): "cosine"}.get(leaf, value + 2 if type(value) is int else
+                                                   value + 0.01 if type(value) is float else _flipped(value))
+        setattr(m.config.method, path, _with(node, leaf, new))
+        now = fps()
+        moved = elsewhere.get(leaf[:1])
+        assert (now[stage] != base[stage]) == (moved is None), leaf
+        if moved:
+            assert now[moved] != base[moved], leaf
+        checked += 1
+        setattr(m.config.method, path, node)
+    assert fps() == base and checked >= 12
 
 
 def test_paths_a_stage_reports_into_its_output_follow_the_rename(tmp_path):

@@ -529,7 +529,7 @@ def test_balance_pairs_repeats_the_smaller_label_group(tmp_path):
         return {s.name: s.config for s in build_method(compose_cfg(TINY + list(overrides))).stages()}
 
     off, on = configs("method.balance_pairs=false"), configs()  # on by default
-    assert "balance_pairs" not in json.dumps(off, default=str)  # runs made before it keep their fingerprints
+    assert (off["srpo_pairs"]["method.balance_pairs"], on["srpo_pairs"]["method.balance_pairs"]) == (False, True)
     assert on["srpo_pairs"] != off["srpo_pairs"] and on["saro_data"] == off["saro_data"]
 
     stages = [s for s in build_method(compose_cfg(TINY + [f"run_dir={tmp_path}", "method.balance_pairs=true"])).stages()
@@ -546,7 +546,7 @@ def test_verdict_pairs_swap_only_the_verdict_word_and_need_verdict_first(tmp_pat
     with pytest.raises(ConfigError, match="verdict_first"):
         build_method(compose_cfg(TINY + ["method.srpo.verdict_ratio=1.0"])).validate()
     off = {s.name: s.config for s in build_method(compose_cfg(TINY + ["teacher.verdict_first=true"])).stages()}
-    assert "verdict_ratio" not in json.dumps(off["srpo_pairs"], default=str)  # off: fingerprints kept
+    assert off["srpo_pairs"]["method.srpo"]["verdict_ratio"] == 0.0  # in the fingerprint whatever its value
 
     over = TINY + [f"run_dir={tmp_path}", "teacher.verdict_first=true", "method.srpo.verdict_ratio=1.0",
                    "method.srpo.outcome_ratio=0.0", "method.balance_pairs=false"]

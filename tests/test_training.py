@@ -120,9 +120,9 @@ def test_pass_through_fields_change_the_stage_fingerprint():
 
     t = config("trainer=tiny").trainer
     fp = trainer_fingerprint(t, "dpo")
-    assert fp["dpo"]["extra"] == {}  # no field passed through: the fingerprint of the former `extra: {}`
+    assert fp["dpo"]["passthrough"] == {}  # no field passed through
     given = config("trainer=tiny", "trainer.dpo.label_smoothing=0.1").trainer
-    assert trainer_fingerprint(given, "dpo")["dpo"]["extra"] == {"label_smoothing": 0.1}
+    assert trainer_fingerprint(given, "dpo")["dpo"]["passthrough"] == {"label_smoothing": 0.1}
     assert trainer_fingerprint(given, "dpo") != fp
     assert trainer_fingerprint(given, "sft") == trainer_fingerprint(t, "sft")  # DPO's fields: not SFT's stage
     assert trainer_fingerprint(replace(t, dpo=replace(t.dpo, passthrough={"label_smoothing": 0.0})), "dpo") != fp

@@ -238,11 +238,9 @@ def test_saro_verdict_head_fits_on_the_srpo_model_and_opens_eval_finals_chains(t
     on = {s.name: s for s in method.stages()}
     assert "srpo_head" in on and "srpo_head" not in off and "srpo_head" in on["eval_final"].deps
     assert not any(d.endswith("_head") for d in off["eval_final"].deps)
-    # the suite with a head re-runs eval_final of runs made before it opened the suite's thoughts
-    plain = {s.name: s for s in saro(*suite).stages()}
-    assert plain["eval_final"].config["verdict_head"] == {"style": "long_chain"}
-    assert on["eval_final"].config["verdict_head"] == {"style": "long_chain", "suite": True}
-    assert "verdict_head" not in plain["eval_final"].config["eval"]  # eval-only keys stay out while unset
+    # the head's reasoning style is in eval_final's fingerprint; the eval-only entry's keys never are
+    assert on["eval_final"].config["verdict_style"] == "long_chain" and off["eval_final"].config["verdict_style"] is None
+    assert "verdict_head" not in on["eval_final"].config["eval"] and "verdict_style" not in on["eval_final"].config["eval"]
     res = run_pipeline(list(on.values()), tmp_path)
     assert (res["srpo_head"].path / HEAD_FILE).exists()
     judged = read_jsonl(res["eval_final"].path / "judged.jsonl")

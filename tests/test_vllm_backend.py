@@ -493,7 +493,6 @@ def test_generation_backend_is_in_no_stage_fingerprint(tmp_path):
 
     from reasonalign.cli import build_method, conf_dir
     from reasonalign.config import register_configs
-    from reasonalign.methods.stages import eval_fingerprint
 
     register_configs()
 
@@ -506,5 +505,3 @@ def test_generation_backend_is_in_no_stage_fingerprint(tmp_path):
 
     auto = stages("auto")
     assert "lcpo_1_pairs" in auto and stages("hf") == auto and stages("vllm") == auto
-    # eval.backend, now gone, keeps its old default in eval fingerprints (earlier runs keep theirs)
-    assert eval_fingerprint(EvalConfig(name="x"))["backend"] == "auto" and not hasattr(EvalConfig, "backend")

@@ -52,12 +52,6 @@ class LCPOConfig:
     schedule: LengthSchedule = field(default_factory=lambda: LengthSchedule(
         kind="linear", lambda_start=0.3, lambda_end=0.5, length_norm=256.0, lambda_max=1.0))
 
-    def sampling_fingerprint(self) -> dict:
-        """The settings that shape an iteration's samples and pairs (not its DPO step's)."""
-        from dataclasses import asdict
-
-        return {k: v for k, v in asdict(self).items() if k not in ("dpo", "max_steps")}
-
     def trainer(self, base):
         """The TrainerConfig of an iteration's DPO step: ``base`` with ``dpo`` and ``max_steps`` over it."""
         trainer = self.dpo.apply(base)

@@ -39,16 +39,18 @@ HEAD_FILE = "verdict_head.json"
 
 @dataclass
 class VerdictHeadConfig:
-    """``method.verdict_head``: fit a head on each trained model and generate with it."""
+    """``method.verdict_head``: fit a head on a trained model and generate with it
+    (``CommonStages.verdict_head``, reasonalign/methods/stages.py)."""
 
     enabled: bool = False
     layers: list[int] = field(default_factory=lambda: [8, 12, 16, 20, 24])  # candidates (hidden-state indices)
     pooling: str = "mean"  # mean | last (analysis.embedding)
-    batch_size: int = 8
+    batch_size: int = 8  # embedding batch: not in any fingerprint (HEAD_NOT_OUTPUT)
     seed: int = 0
 
-    def fingerprint(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "batch_size"}
+
+# VerdictHeadConfig fields that do not change a head or what it opens (methods/stages.py, NOT_OUTPUT)
+HEAD_NOT_OUTPUT = ("batch_size",)
 
 
 @dataclass

@@ -47,11 +47,10 @@ def run_eval(cfg: DictConfig | Config) -> Path:
         train_prompts_file,
     )
     from reasonalign.eval.suite_report import write_suite_report
-    from reasonalign.methods.stages import LEGACY_EVAL_KEYS
+    from reasonalign.methods.stages import fingerprint_value
     from reasonalign.models import resolve_model_dir
     from reasonalign.paths import cache_dir
     from reasonalign.pipeline import Stage, read_jsonl, run_pipeline
-    from reasonalign.targets import target_fields
 
     config: Config = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
     ev = config.eval
@@ -106,7 +105,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
                                       head)
 
         return Stage(f"bench_{name}", run, config={
-            **model_fp, "generation": asdict(ev.generation), "judge": target_fields(ev.judge), **LEGACY_EVAL_KEYS,
+            **model_fp, "generation": asdict(ev.generation), "judge": fingerprint_value(ev.judge),
             "cot": asdict(config.cot), "rows": _digest(rows), "train": _digest(train_texts),
             "threshold": ev.near_duplicate_threshold, **head_fp})
 

@@ -20,10 +20,9 @@ import logging
 import random
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from reasonalign.components.cot import ThoughtRequest
-from reasonalign.components.judges import judge_fingerprint
 from reasonalign.components.lcpo import LCPOConfig, VerdictHeadInput, sample_and_pair
 from reasonalign.components.pairs import PairMix
 from reasonalign.components.teachers.base import teacher_verdicts, verdict_problems
@@ -37,7 +36,7 @@ from reasonalign.methods.stages import (
     model_dir_of,
     trainer_fingerprint,
 )
-from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
+from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
 
 log = logging.getLogger("reasonalign.erpo")
 
@@ -82,7 +81,7 @@ class ERPOMethod(Method):
                   # 2: DPO on safety, usefulness and efficiency pairs
                   s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft", trainer=m.dpo.apply(self.config.trainer))]
         if head:
-            stages.append(s.verdict_head("dpo", m.verdict_head))
+            stages.append(s.verdict_head("dpo"))
         prev = "dpo"
         for t in range(1, m.lcpo.iterations + 1):  # 3: LCPO: sample, judge, score, pair; DPO
             stages += [self.lcpo_pairs_stage(t, prev), self.lcpo_train_stage(t, prev)]
@@ -137,9 +136,7 @@ class ERPOMethod(Method):
 
         return self.common.teacher_data(
             DATA, requests, build, desc="ex-ante thoughts",
-            config={"style": m.style, "pair_mix": without_off(asdict(m.pair_mix), {"verdict": 0.0}), "seed": m.seed,
-                    "balance_labels": m.balance_labels,
-                    **without_off({"balance_pairs": m.balance_pairs}, {"balance_pairs": False})})
+            keys=("method.style", "method.pair_mix", "method.seed", "method.balance_labels", "method.balance_pairs"))
 
     def lcpo_pairs_stage(self, t: int, init: str) -> Stage:
         """``lcpo_<t>_pairs``: iteration ``t``'s samples of ``init``'s model, judged, scored and
@@ -155,9 +152,9 @@ class ERPOMethod(Method):
                                    seed=m.seed, style=m.style, head=head)
 
         return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([head_stage] if head_stage else []),
-                     config={"t": t, "lcpo": lc.sampling_fingerprint(), "seed": m.seed, "judge": judge_fingerprint(c.eval.judge),
-                             "cot": asdict(c.cot), "rules": c.rules, "style": m.style,
-                             **({"verdicts": verdicts} if verdicts else {}), **({"verdict_head": True} if head_stage else {})})
+                     # the DPO step's settings are the next stage's; the head in use is an input
+                     config=self.common.slice("method.lcpo", "method.seed", "method.style", "eval.judge", "cot", "rules",
+                                              drop=("method.lcpo.dpo", "method.lcpo.max_steps"), t=t, verdicts=verdicts))
 
     def lcpo_train_stage(self, t: int, init: str) -> Stage:
         """``lcpo_<t>``: DPO on iteration ``t``'s pairs from ``init``'s model, also the reference
@@ -182,4 +179,4 @@ class ERPOMethod(Method):
             return stats
 
         return Stage(f"lcpo_{t}", run, deps=[pairs_stage, init], distributed=True,
-                     config={"t": t, **trainer_fingerprint(trainer, "dpo")})
+                     config=self.common.slice(t=t, **trainer_fingerprint(trainer, "dpo")))

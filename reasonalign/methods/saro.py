@@ -20,17 +20,16 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 from reasonalign.analysis.embedding import POOLINGS, EmbeddingConfig
 from reasonalign.components.cot import CoTFormat, ThoughtRequest
-from reasonalign.components.judges import judge_fingerprint
 from reasonalign.components.srpo import SRPOConfig, srpo_pairs
-from reasonalign.components.teachers.base import teacher_fingerprint, verdict_problems
+from reasonalign.components.teachers.base import verdict_problems
 from reasonalign.config import ConfigError, DPOOverrides, SFTOverrides
 from reasonalign.methods.base import Method
 from reasonalign.methods.stages import PROMPTS, ReasoningMethodConfig, model_dir_of
-from reasonalign.pipeline import Stage, StageContext, read_jsonl, without_off, write_jsonl
+from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
 
 log = logging.getLogger("reasonalign.saro")
 
@@ -87,7 +86,7 @@ class SaROMethod(Method):
                   self.pairs_stage(),  # 3: process- and outcome-level pairs; 4: DPO on them
                   s.dpo(FINAL, data=(PAIRS, "pairs.jsonl"), init=RW, trainer=m.dpo.apply(trainer))]
         if head:
-            stages.append(s.verdict_head(FINAL, m.verdict_head))
+            stages.append(s.verdict_head(FINAL))
         evals = s.evaluation(final=FINAL, eval_cfg=ev, head_style=m.style if head else None)
         if m.evaluate_rw:
             evals.insert(-1, s.eval_stage("eval_rw", RW, ev))
@@ -152,8 +151,7 @@ class SaROMethod(Method):
 
         return self.common.teacher_data(
             DATA, requests, build, desc=f"long-chain thoughts x{m.rw_samples}",
-            config={"style": m.style, "rw_samples": m.rw_samples, "rw_length": m.rw_length,
-                    "balance_labels": m.balance_labels, "seed": m.seed})
+            keys=("method.style", "method.rw_samples", "method.rw_length", "method.balance_labels", "method.seed"))
 
     def pairs_stage(self) -> Stage:
         """``srpo_pairs``: the preference pairs of the RW chains (``components/srpo.srpo_pairs``)."""
@@ -167,13 +165,10 @@ class SaROMethod(Method):
                               load_tokenizer(c.model, self.common.base_model_dir()), style=m.style, seed=m.seed,
                               balance_pairs=m.balance_pairs, rw_model=model_dir_of(ctx.inputs[RW]) if policy else None)
 
-        srpo = without_off({k: v for k, v in asdict(m.srpo).items() if policy or k != "policy"},
-                           {"answer_ratio": 0.0, "verdict_ratio": 0.0})
-        return Stage(PAIRS, run, deps=[DATA] + ([RW] if policy else []),
-                     config={"srpo": srpo, **without_off({"balance_pairs": m.balance_pairs}, {"balance_pairs": False}),
-                             "style": m.style, "seed": m.seed, "rules": c.rules, "cot": asdict(c.cot),
-                             "teacher": teacher_fingerprint(c.teacher), "model": asdict(c.model),
-                             "judge": judge_fingerprint(c.eval.judge) if policy else None})
+        # the policy's sampling settings and the judge shape the pairs only with rejected_source=policy
+        return Stage(PAIRS, run, deps=[DATA] + ([RW] if policy else []), config=self.common.slice(
+            "method.srpo", "method.balance_pairs", "method.style", "method.seed", "rules", "cot", "teacher", "model",
+            *(("eval.judge",) if policy else ()), drop=() if policy else ("method.srpo.policy",)))
 
     def analysis_stage(self, name: str, model_stage: str | None) -> Stage:
         cfg, m = self.config, self.config.method
@@ -190,5 +185,4 @@ class SaROMethod(Method):
                                  title=f"{which} model ({m.embedding.pooling} pooling)")
 
         return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []),
-                     config={"model": asdict(cfg.model), "embedding": asdict(m.embedding),
-                             "eval_families": list(cfg.data.jailbreak.eval_families)})
+                     config=self.common.slice("model", "method.embedding", "data.jailbreak.eval_families"))

@@ -2,23 +2,36 @@
 SFT, DPO, verdict heads, evaluation.
 
 Each builder returns a :class:`~reasonalign.pipeline.Stage` whose ``config`` is exactly the config
-slice that shapes its output, so a change re-runs that stage and, through the fingerprints,
-everything downstream, and nothing else.
+slice that shapes its output (:meth:`CommonStages.slice`: dotted paths into the run config, plus
+computed values), so a change re-runs that stage and, through the fingerprints, everything
+downstream, and nothing else. The fields that never shape an output are declared once per config
+type in :data:`NOT_OUTPUT`. When a stage's code changes what it writes, bump its ``version``
+(reasonalign/pipeline/stage.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reasonalign.components.judges import judge_fingerprint
-from reasonalign.components.verdict_head import VerdictHeadConfig
-from reasonalign.config import Config, MethodConfig
+from reasonalign.components.teachers.base import teacher_fingerprint
+from reasonalign.components.verdict_head import HEAD_NOT_OUTPUT, VerdictHeadConfig
+from reasonalign.config import Config, EvalConfig, JudgeConfig, MethodConfig, TeacherConfig, TrainerConfig
 from reasonalign.paths import cache_dir
-from reasonalign.pipeline import Stage, StageContext, dumps, read_jsonl, without_off, write_jsonl
+from reasonalign.pipeline import (
+    Stage,
+    StageContext,
+    config_slice,
+    config_value,
+    dumps,
+    read_jsonl,
+    write_jsonl,
+)
 
 log = logging.getLogger("reasonalign.stages")
 
@@ -27,23 +40,25 @@ RESPONSES = "base_responses"
 BASELINE_DATA = "baseline_data"
 
 
-EVAL_ONLY_KEYS = {"verdict_head": None, "verdict_style": "ex_ante"}  # python -m reasonalign.eval's
-# eval.backend, replaced by the top-level generation_backend (in no fingerprint: both backends give
-# the same outputs), stays in eval fingerprints at its old default so earlier runs keep theirs
-LEGACY_EVAL_KEYS = {"backend": "auto"}
-
-
-def eval_fingerprint(ev) -> dict:
-    """An EvalConfig as an eval stage's fingerprint; the eval-only keys, unused here, are left out
-    while unset so that runs made before them keep their fingerprints."""
-    fp = {**without_off(asdict(ev), EVAL_ONLY_KEYS), **LEGACY_EVAL_KEYS}
-    fp["judge"] = judge_fingerprint(ev.judge)  # how the judge is reached (concurrency, timeouts) is not in it
-    return fp
-
-
 # TrainerConfig fields that do not change what a training stage produces: the option's name, how
 # often it checkpoints, where it logs. Every other field is in the stage's fingerprint, including any added later.
 TRAINER_NOT_OUTPUT = ("name", "save_steps", "report_to")
+# EvalConfig fields no stage of a run reads: whether eval_base runs at all, and the eval-only
+# entry's (python -m reasonalign.eval) leakage file and verdict head (a run's head is its method's)
+EVAL_NOT_OUTPUT = ("evaluate_base", "train_prompts", "verdict_head", "verdict_style")
+# the one place that says, per config type, which fields are left out of every stage's fingerprint
+# (wherever the type appears in a slice): those that do not change what a stage writes. The
+# teacher's and the judge's come with their functions, which leave out TEACHER_NOT_OUTPUT /
+# JUDGE_NOT_OUTPUT (and name a shipped class by its kind; the rules teacher adds its wording's version)
+NOT_OUTPUT: dict[type, Any] = {
+    TrainerConfig: TRAINER_NOT_OUTPUT, EvalConfig: EVAL_NOT_OUTPUT, VerdictHeadConfig: HEAD_NOT_OUTPUT,
+    TeacherConfig: teacher_fingerprint, JudgeConfig: judge_fingerprint}
+
+
+def fingerprint_value(value: Any) -> Any:
+    """``value`` (a config dataclass, or anything JSON-able) as a stage's fingerprint holds it:
+    without the fields :data:`NOT_OUTPUT` declares."""
+    return config_value(value, NOT_OUTPUT)
 
 
 @dataclass
@@ -59,13 +74,8 @@ class ReasoningMethodConfig(MethodConfig):
 def trainer_fingerprint(t, kind: str) -> dict:
     """The trainer settings a ``kind`` (``sft`` | ``dpo``) stage trains with, for its fingerprint: the
     whole TrainerConfig but the other trainer's settings and :data:`TRAINER_NOT_OUTPUT`."""
-    fp = asdict(t)
-    for key in (*TRAINER_NOT_OUTPUT, "dpo" if kind == "sft" else "sft"):
-        fp.pop(key)
-    # the TRL fields passed through (trainer.<kind>.<any TRL field>) under "extra", the key of the
-    # dict that held them before: a stage given none keeps its fingerprint, and one given
-    # trainer.dpo.extra.x=v then keeps it as trainer.dpo.x=v
-    fp[kind]["extra"] = fp[kind].pop("passthrough")
+    fp = fingerprint_value(t)
+    fp.pop("dpo" if kind == "sft" else "sft")
     return fp
 
 
@@ -118,13 +128,23 @@ class CommonStages:
         self.cache = cache_dir(cfg.cache_dir)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def slice(self, *keys: str, drop: Sequence[str] = (), **computed: Any) -> dict:
+        """A stage's ``config``: the run config at each dotted path in ``keys`` (``"method.lcpo"``,
+        ``"teacher"``, ``"eval.judge"``), whole but for :data:`NOT_OUTPUT` and the paths in
+        ``drop``, plus ``computed`` values (an iteration's ``t``, a method's own trainer)."""
+        out = config_slice(self.cfg, keys, NOT_OUTPUT, drop)
+        clash = set(out) & set(computed)
+        if clash:
+            raise ValueError(f"computed fingerprint values {sorted(clash)} shadow config keys")
+        return {**out, **{k: fingerprint_value(v) for k, v in computed.items()}}
+
     def base_model_dir(self) -> str:
         from reasonalign.models import resolve_model_dir
 
         return resolve_model_dir(self.cfg.model, self.cache)
 
     def _model_fp(self) -> dict:
-        return asdict(self.cfg.model)
+        return fingerprint_value(self.cfg.model)
 
     def _init_dir(self, ctx: StageContext, init: str | None) -> str:
         return model_dir_of(ctx.inputs[init]) if init else self.base_model_dir()
@@ -151,13 +171,7 @@ class CommonStages:
                      report.get("leakage", report.get("leakage_removed")))
             return {"train": len(train), "eval": len(evals), "split_report": report}
 
-        data = asdict(self.cfg.data)  # an empty exclude (added later) keeps older runs' fingerprints
-        data["max_prompt_tokens"] = self._max_prompt_tokens_fp()
-        # an exclude field with no values excludes nothing: left out, like an empty exclude
-        for src in data["sources"]:
-            src["exclude"] = {f: vs for f, vs in src["exclude"].items() if vs}
-        data["sources"] = [without_off(src, {"exclude": {}}) for src in data["sources"]]
-        return Stage(PROMPTS, run, config=data)
+        return Stage(PROMPTS, run, config=self.slice("data", max_prompt_tokens=self._max_prompt_tokens_fp()))
 
     def _generation_budget(self) -> int:
         return max(self.cfg.responses.max_new_tokens, self.cfg.eval.generation.max_new_tokens)
@@ -226,9 +240,7 @@ class CommonStages:
             write_jsonl(ctx.out / "responses.jsonl", out)
             return {"n": len(out), **_compliance(out)}
 
-        return Stage(RESPONSES, run, deps=[PROMPTS],
-                     config={"model": self._model_fp(), "generation": asdict(self.cfg.responses),
-                             "judge": judge_fingerprint(self.cfg.eval.judge)})
+        return Stage(RESPONSES, run, deps=[PROMPTS], config=self.slice("model", "responses", "eval.judge"))
 
     def baseline_data(self) -> Stage:
         """SFT records and preference pairs for the plain baselines (``components/pairs.py``)."""
@@ -245,16 +257,17 @@ class CommonStages:
             write_jsonl(ctx.out / "pairs.jsonl", pairs)
             return {"sft_rows": len(sft), "pairs": len(pairs), **counts}
 
-        return Stage(BASELINE_DATA, run, deps=[RESPONSES], config={"system_prompt": self.cfg.model.system_prompt})
+        return Stage(BASELINE_DATA, run, deps=[RESPONSES], config=self.slice("model.system_prompt"))
 
-    def teacher_data(self, name: str, requests: Callable, build: Callable, config: dict, desc: str) -> Stage:
+    def teacher_data(self, name: str, requests: Callable, build: Callable, keys: Sequence[str], desc: str) -> Stage:
         """A data stage the teacher writes (ERPO's ``erpo_data``, SaRO's ``saro_data``). For every
         training prompt with a reference answer (``components/pairs.reference_answers``: a refusal
         with the rule's safe alternative for a harmful prompt, the base model's own answer for a
         benign one it answered), ``requests(row, rule, reference)`` lists the thoughts to write; the
         teacher writes them (validated, resumable: ``thoughts.jsonl``) and ``build(ctx, data)``
-        (:class:`TeacherData`) writes the stage's files and returns its metrics. ``config``: the
-        method's slice; the rules, CoT format, teacher and system prompt join it."""
+        (:class:`TeacherData`) writes the stage's files and returns its metrics. ``keys``: the
+        method's config paths (:meth:`slice`); the rules, CoT format, teacher and system prompt
+        join them."""
         cfg = self.cfg
 
         def run(ctx: StageContext) -> dict:
@@ -273,11 +286,8 @@ class CommonStages:
             metrics = build(ctx, TeacherData(refs, reqs, thoughts, counts, fmt, rules))
             return {**metrics, "thoughts": counts, "benign_skipped_base_refused": skipped}
 
-        from reasonalign.components.teachers.base import teacher_fingerprint
-
         return Stage(name, run, deps=[RESPONSES],
-                     config={**config, "rules": cfg.rules, "cot": asdict(cfg.cot),
-                             "teacher": teacher_fingerprint(cfg.teacher), "system_prompt": cfg.model.system_prompt})
+                     config=self.slice(*keys, "rules", "cot", "teacher", "model.system_prompt"))
 
     # -- training --------------------------------------------------------------------------------
     def sft(self, name: str, data: tuple[str, str], init: str | None = None, trainer=None) -> Stage:
@@ -302,15 +312,17 @@ class CommonStages:
                                                                self.cfg.model, t)
 
         return Stage(name, run, deps=[data[0]] + ([init] if init else []),
-                     config={"model": self._model_fp(), "data_file": data[1], **trainer_fingerprint(t, kind)},
+                     config=self.slice("model", data_file=data[1], **trainer_fingerprint(t, kind)),
                      distributed=True)
 
-    def verdict_head(self, model_stage: str, head_cfg) -> Stage:
-        """``<model_stage>_head``: a verdict head (``components/verdict_head.py``) fitted on the
-        training prompts with ``model_stage``'s model; writes ``verdict_head.json``."""
+    def verdict_head(self, model_stage: str) -> Stage:
+        """``<model_stage>_head``: a verdict head (``components/verdict_head.py``, settings
+        ``method.verdict_head``) fitted on the training prompts with ``model_stage``'s model;
+        writes ``verdict_head.json``."""
+        head_cfg = self.cfg.method.verdict_head
 
         def run(ctx: StageContext) -> dict:
-            from dataclasses import asdict as as_dict
+            from dataclasses import asdict
 
             from reasonalign.components.verdict_head import HEAD_FILE, fit_head
             from reasonalign.models import load_model, load_tokenizer
@@ -320,10 +332,10 @@ class CommonStages:
             head = fit_head(model, tok, self.cfg.model, read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl"),
                             head_cfg)
             head.save(ctx.out / HEAD_FILE)
-            return {k: v for k, v in as_dict(head).items() if k not in ("mean", "scale", "coef")}
+            return {k: v for k, v in asdict(head).items() if k not in ("mean", "scale", "coef")}
 
         return Stage(head_stage_name(model_stage), run, deps=[PROMPTS, model_stage],
-                     config={"model": self._model_fp(), "verdict_head": head_cfg.fingerprint()})
+                     config=self.slice("model", "method.verdict_head"))
 
     # -- evaluation ------------------------------------------------------------------------------
     def eval_stage(self, name: str, model_stage: str | None, eval_cfg=None, head: tuple[str, str] | None = None) -> Stage:
@@ -353,12 +365,8 @@ class CommonStages:
                 (ctx.out / "metrics.json").write_text(dumps(metrics))
             return metrics
 
-        suite = bool(ev.benchmarks or ev.prompt_files)
-        # the suite opens thoughts with the head too (before, only the held-out prompts did)
-        head_fp = {"verdict_head": {"style": head[1], **({"suite": True} if suite else {})}} if head else {}
         return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []) + ([head[0]] if head else []),
-                     config={"model": self._model_fp(), "eval": eval_fingerprint(ev), "cot": asdict(self.cfg.cot),
-                             **head_fp})
+                     config=self.slice("model", "cot", eval=ev, verdict_style=head[1] if head else None))
 
     def evaluation(self, final: str | None, eval_cfg=None, head_style: str | None = None,
                    head_of: str | None = None) -> list[Stage]:

@@ -5,9 +5,10 @@ from reasonalign.pipeline.stage import (
     Stage,
     StageContext,
     StageResult,
+    config_slice,
+    config_value,
     read_marker,
     run_pipeline,
-    without_off,
 )
 
 __all__ = [
@@ -17,11 +18,12 @@ __all__ = [
     "StageContext",
     "StageResult",
     "append_jsonl",
+    "config_slice",
+    "config_value",
     "dumps",
     "read_finished_lines",
     "read_jsonl",
     "read_marker",
     "run_pipeline",
-    "without_off",
     "write_jsonl",
 ]

@@ -1,7 +1,9 @@
 """Ordered, fingerprinted stages.
 
 A stage declares its upstream stages (``deps``) and the config slice that shapes its output
-(``config``). Its fingerprint hashes its name, version, config slice and the fingerprints of its
+(``config``: built with :func:`config_slice` from dotted paths into the run config, e.g.
+``("method.lcpo", "teacher", "cot", "rules")``, plus computed values such as an iteration's
+number). Its fingerprint hashes its name, ``version``, config slice and the fingerprints of its
 inputs, so:
 
 * re-running the same command skips every stage whose finished output carries the same fingerprint;
@@ -13,6 +15,13 @@ inputs, so:
   stages (generation) resume where they stopped.
 * ``stage.json`` also records where the stage ran: its device, peak memory and generation backends
   (:func:`reasonalign.device.measure`).
+
+The version rule: a stage's config slice holds every key under its paths, whatever the value (no
+key is left out for being "off"), so adding a key re-runs the stage once. Fields that never change
+what any stage writes (how often a trainer checkpoints, a judge's concurrency) are declared once
+per config type and left out everywhere (``not_output``; reasonalign/methods/stages.py). When a
+stage's *code* changes what it writes, bump its ``version``: its finished outputs, and everything
+downstream, then re-run.
 """
 
 from __future__ import annotations
@@ -23,8 +32,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +51,8 @@ class Stage:
     name: str
     run: Callable[[StageContext], dict | None]
     deps: Sequence[str] = ()
-    config: Any = None  # JSON-able; part of the fingerprint
-    version: str = "1"  # bump when the stage's code changes what it writes
+    config: Any = None  # JSON-able (:func:`config_slice`); part of the fingerprint
+    version: str = "1"  # bump when the stage's code changes what it writes (the module docstring)
     # True: every rank runs it (training under distributed=...); False: rank 0 alone, the others
     # wait at a barrier and then read its finished output
     distributed: bool = False
@@ -91,10 +100,57 @@ def fingerprint(stage: Stage, input_fps: dict[str, str]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def without_off(config: dict, off: dict[str, Any]) -> dict:
-    """``config`` without the keys whose value is their ``off`` value: an option added to a stage
-    after runs were made keeps those runs' fingerprints while it is off."""
-    return {k: v for k, v in config.items() if not (k in off and v == off[k])}
+# per config type, the fields that do not change what a stage writes (left out), or a function
+# that gives the type's fingerprint dict (leaving those out itself)
+NotOutput = Mapping[type, "Collection[str] | Callable[[Any], dict]"]
+
+
+def config_value(value: Any, not_output: NotOutput | None = None) -> Any:
+    """``value`` as the JSON-able data a fingerprint hashes: a dataclass becomes a dict of its
+    fields without those ``not_output`` declares for its type (or what the type's function there
+    gives), at any depth; a tuple becomes a list."""
+    if is_dataclass(value) and not isinstance(value, type):
+        rule = (not_output or {}).get(type(value), ())
+        if callable(rule):
+            return config_value(rule(value), not_output)
+        return {f.name: config_value(getattr(value, f.name), not_output) for f in fields(value) if f.name not in rule}
+    if isinstance(value, dict):
+        return {k: config_value(v, not_output) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [config_value(v, not_output) for v in value]
+    return value
+
+
+def config_at(config: Any, path: str) -> Any:
+    """The value at dotted ``path`` (attributes of dataclasses, keys of dicts) in ``config``."""
+    node = config
+    for part in path.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif not isinstance(node, Mapping) and hasattr(node, part):
+            node = getattr(node, part)
+        else:
+            raise KeyError(f"no config key {path!r} ({part!r} is not in {type(node).__name__})")
+    return node
+
+
+def config_slice(config: Any, keys: Sequence[str], not_output: NotOutput | None = None,
+                 drop: Collection[str] = ()) -> dict[str, Any]:
+    """A stage's config slice: ``{key: value}`` for each dotted path in ``keys`` into ``config``,
+    each value as :func:`config_value` makes it (``not_output``: fields left out per config
+    type), without the dotted paths in ``drop`` (each below one of ``keys``: a part of a slice
+    that does not shape this stage, as the DPO settings of a sampling stage)."""
+    out = {key: config_value(config_at(config, key), not_output) for key in keys}
+    for path in drop:
+        key = next((k for k in keys if path.startswith(k + ".")), None)
+        if key is None:
+            raise KeyError(f"drop {path!r} is below none of the keys {list(keys)}")
+        *parents, last = path[len(key) + 1:].split(".")
+        node = out[key]
+        for part in parents:
+            node = node[part]
+        del node[last]
+    return out
 
 
 def read_marker(path: Path) -> dict | None:

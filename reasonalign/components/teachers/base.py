@@ -184,15 +184,19 @@ def teacher_thoughts(cfg: TeacherConfig, model_cfg: ModelConfig, backend: str, r
                              batch_size=max(cfg.batch_size, cfg.concurrency))
 
 
-def teacher_fingerprint(cfg: TeacherConfig) -> dict:
-    """The teacher settings that shape its output (not its concurrency, retries or key), and for
-    the offline ``rules`` teacher the version of its wording."""
-    from reasonalign.components.teachers.rules import TEMPLATES
-    from reasonalign.pipeline import without_off
+# TeacherConfig fields that do not change what the teacher writes (how it is reached and batched):
+# left out of every stage fingerprint
+TEACHER_NOT_OUTPUT = ("concurrency", "max_retries", "timeout_s", "api_key_env", "batch_size")
 
-    d = without_off(target_fields(cfg), {"misjudge_rejected": False, "verdict_first": False})
-    for k in ("concurrency", "max_retries", "timeout_s", "api_key_env", "batch_size"):
-        d.pop(k, None)
+
+def teacher_fingerprint(cfg: TeacherConfig) -> dict:
+    """The teacher config as every stage fingerprint holds it (reasonalign/methods/stages.py,
+    NOT_OUTPUT): its fields but :data:`TEACHER_NOT_OUTPUT` (a shipped class named by its kind:
+    :func:`reasonalign.targets.target_fields`), and for the offline ``rules`` teacher the version
+    of its wording."""
+    from reasonalign.components.teachers.rules import TEMPLATES
+
+    d = {k: v for k, v in target_fields(cfg).items() if k not in TEACHER_NOT_OUTPUT}
     if cfg.kind == "rules":
         d["templates"] = TEMPLATES
     return d
