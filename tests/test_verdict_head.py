@@ -145,6 +145,29 @@ def test_erpo_verdict_head_needs_verdict_first_and_stays_out_of_the_stages_while
         assert not any(d.endswith("_head") for d in on[name].deps), name
 
 
+def test_the_verdict_head_hook_is_empty_while_off_and_names_its_stage_while_on(tmp_path):
+    from types import SimpleNamespace
+
+    from reasonalign.components.verdict_head import VerdictHeadInput
+
+    ctx = SimpleNamespace(inputs={"dpo_head": tmp_path / "dpo_head"})
+    off = erpo(tmp_path, "teacher.verdict_first=true").common.verdict_head("dpo")
+    assert not off and off.stages == () and off.deps == [] and off.style is None and off.input(ctx) is None
+    on = erpo(tmp_path, "teacher.verdict_first=true", "method.verdict_head.enabled=true",
+              "method.verdict_head.batch_size=3").common.verdict_head("dpo")
+    assert on and [s.name for s in on.stages] == on.deps == ["dpo_head"] and on.stages[0].deps == ["prompts", "dpo"]
+    assert on.input(ctx) == VerdictHeadInput(tmp_path / "dpo_head", "ex_ante", 3)
+    assert "batch_size" not in on.stages[0].config["method.verdict_head"]  # not in the head's fingerprint
+    # a method without the key (plain DPO) gets an empty one
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.cli import build_method, conf_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        dpo = build_method(compose("config", overrides=["method=dpo", "model=tiny-random", f"run_dir={tmp_path}"]))
+    assert not dpo.common.verdict_head("dpo")
+
+
 def test_erpo_with_a_verdict_head_samples_and_evaluates_from_the_heads_verdict(tmp_path):
     from reasonalign.pipeline import read_jsonl, run_pipeline
 

@@ -19,9 +19,13 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reasonalign.components.length import LengthSchedule
 from reasonalign.config import DPOOverrides
+
+if TYPE_CHECKING:
+    from reasonalign.components.verdict_head import VerdictHeadInput
 
 log = logging.getLogger("reasonalign.erpo")
 
@@ -56,15 +60,6 @@ class LCPOConfig:
         """The TrainerConfig of an iteration's DPO step: ``base`` with ``dpo`` and ``max_steps`` over it."""
         trainer = self.dpo.apply(base)
         return replace(trainer, dpo=replace(trainer.dpo, max_steps=self.max_steps)) if self.max_steps > 0 else trainer
-
-
-@dataclass
-class VerdictHeadInput:
-    """A fitted verdict head (its stage directory) that opens every sample of a prompt."""
-
-    path: Path
-    style: str
-    batch_size: int
 
 
 def sample_and_pair(out: Path, t: int, lc: LCPOConfig, config, policy: str, train_prompts: list[dict],

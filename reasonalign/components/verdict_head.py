@@ -54,6 +54,16 @@ HEAD_NOT_OUTPUT = ("batch_size",)
 
 
 @dataclass
+class VerdictHeadInput:
+    """A fitted head (its stage directory) that opens every generation of a stage, in reasoning
+    style ``style``; ``batch_size``: the embedding batch (``VerdictHeadUse.input``)."""
+
+    path: Path
+    style: str
+    batch_size: int
+
+
+@dataclass
 class VerdictHead:
     """``harmful`` when ``((x - mean) / scale) . coef + intercept > 0`` for the prompt's pooled
     hidden state ``x`` at ``layer``."""

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from reasonalign.components.cot import ThoughtRequest
-from reasonalign.components.lcpo import LCPOConfig, VerdictHeadInput, sample_and_pair
+from reasonalign.components.lcpo import LCPOConfig, sample_and_pair
 from reasonalign.components.pairs import PairMix
 from reasonalign.components.teachers.base import teacher_verdicts, verdict_problems
 from reasonalign.config import ConfigError, DPOOverrides
@@ -31,7 +31,6 @@ from reasonalign.methods.base import Method
 from reasonalign.methods.stages import (
     PROMPTS,
     ReasoningMethodConfig,
-    head_stage_name,
     marker_metrics,
     model_dir_of,
     trainer_fingerprint,
@@ -75,23 +74,22 @@ class ERPOMethod(Method):
 
     def stages(self):
         s, m = self.common, self.config.method
-        head = m.verdict_head.enabled
+        # ours, optional: the stage-2 model's verdict head opens stage 3's samples, eval_dpo and eval_final
+        head = s.verdict_head("dpo")
         stages = [s.prompts(), s.base_responses(),
                   self.data_stage(), s.sft("sft", data=(DATA, "sft.jsonl")),  # 1: ex-ante reasoning SFT
                   # 2: DPO on safety, usefulness and efficiency pairs
-                  s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft", trainer=m.dpo.apply(self.config.trainer))]
-        if head:
-            stages.append(s.verdict_head("dpo"))
+                  s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft", trainer=m.dpo.apply(self.config.trainer)),
+                  *head.stages]
         prev = "dpo"
         for t in range(1, m.lcpo.iterations + 1):  # 3: LCPO: sample, judge, score, pair; DPO
-            stages += [self.lcpo_pairs_stage(t, prev), self.lcpo_train_stage(t, prev)]
+            stages += [self.lcpo_pairs_stage(t, prev, head), self.lcpo_train_stage(t, prev)]
             prev = f"lcpo_{t}"
-        # the stage-2 model's head opens every stage-3 sample and the final model's evaluation too
-        evals = s.evaluation(final=prev, head_style=m.style if head else None, head_of="dpo")
+        evals = s.evaluation(final=prev, head=head)
         if m.evaluate_stage1:
             evals.insert(-1, s.eval_stage("eval_sft", "sft"))
         if m.evaluate_stage2 and prev != "dpo":
-            evals.insert(-1, s.eval_stage("eval_dpo", "dpo", head=(head_stage_name("dpo"), m.style) if head else None))
+            evals.insert(-1, s.eval_stage("eval_dpo", "dpo", head=head))
         return stages + evals
 
     def validate(self):
@@ -138,20 +136,19 @@ class ERPOMethod(Method):
             DATA, requests, build, desc="ex-ante thoughts",
             keys=("method.style", "method.pair_mix", "method.seed", "method.balance_labels", "method.balance_pairs"))
 
-    def lcpo_pairs_stage(self, t: int, init: str) -> Stage:
+    def lcpo_pairs_stage(self, t: int, init: str, head) -> Stage:
         """``lcpo_<t>_pairs``: iteration ``t``'s samples of ``init``'s model, judged, scored and
-        paired (``components/lcpo.sample_and_pair``; rank 0 alone under ``distributed=...``)."""
+        paired (``components/lcpo.sample_and_pair``; rank 0 alone under ``distributed=...``), each
+        opening with ``head``'s verdict (``CommonStages.verdict_head``; none while it is off)."""
         c, m = self.config, self.config.method
         lc, verdicts = m.lcpo, teacher_verdicts(c.teacher)
-        head_stage = head_stage_name("dpo") if m.verdict_head.enabled else None
 
         def run(ctx: StageContext) -> dict:
-            head = VerdictHeadInput(ctx.inputs[head_stage], m.style, m.verdict_head.batch_size) if head_stage else None
             return sample_and_pair(ctx.out, t, lc, c, model_dir_of(ctx.inputs[init]),
                                    read_jsonl(ctx.inputs[PROMPTS] / "train_prompts.jsonl"), marker_metrics(ctx.inputs[init]),
-                                   seed=m.seed, style=m.style, head=head)
+                                   seed=m.seed, style=m.style, head=head.input(ctx))
 
-        return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init] + ([head_stage] if head_stage else []),
+        return Stage(f"lcpo_{t}_pairs", run, deps=[PROMPTS, init, *head.deps],
                      # the DPO step's settings are the next stage's; the head in use is an input
                      config=self.common.slice("method.lcpo", "method.seed", "method.style", "eval.judge", "cot", "rules",
                                               drop=("method.lcpo.dpo", "method.lcpo.max_steps"), t=t, verdicts=verdicts))

@@ -80,14 +80,13 @@ class SaROMethod(Method):
 
     def stages(self):
         s, m = self.common, self.config.method
-        trainer, ev, head = self.stage_trainer(), self.stage_eval(), m.verdict_head.enabled
+        # ours, optional: the SRPO model's verdict head opens eval_final's chains
+        trainer, ev, head = self.stage_trainer(), self.stage_eval(), s.verdict_head(FINAL)
         stages = [s.prompts(), s.base_responses(), self.data_stage(),  # 1: long-chain data (shortest of N)
                   s.sft(RW, data=(DATA, "rw.jsonl"), trainer=m.sft.apply(trainer)),  # 2: reasoning-style warmup
                   self.pairs_stage(),  # 3: process- and outcome-level pairs; 4: DPO on them
-                  s.dpo(FINAL, data=(PAIRS, "pairs.jsonl"), init=RW, trainer=m.dpo.apply(trainer))]
-        if head:
-            stages.append(s.verdict_head(FINAL))
-        evals = s.evaluation(final=FINAL, eval_cfg=ev, head_style=m.style if head else None)
+                  s.dpo(FINAL, data=(PAIRS, "pairs.jsonl"), init=RW, trainer=m.dpo.apply(trainer)), *head.stages]
+        evals = s.evaluation(final=FINAL, eval_cfg=ev, head=head)
         if m.evaluate_rw:
             evals.insert(-1, s.eval_stage("eval_rw", RW, ev))
         stages += evals

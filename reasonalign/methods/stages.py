@@ -66,8 +66,9 @@ class ReasoningMethodConfig(MethodConfig):
     """The keys of the reasoning methods (ERPO, SaRO) have in common."""
 
     # ours, needs teacher.verdict_first: a linear head on a DPO-trained model's own prompt hidden
-    # states picks the verdict its thought opens with (components/verdict_head.py): in ERPO's stage-3
-    # sampling and its evaluations of the stage-2 and final models, in SaRO's eval_final
+    # states picks the verdict its thought opens with (components/verdict_head.py), added by one
+    # hook (CommonStages.verdict_head): in ERPO's stage-3 sampling and its evaluations of the
+    # stage-2 and final models, in SaRO's eval_final
     verdict_head: VerdictHeadConfig = field(default_factory=VerdictHeadConfig)
 
 
@@ -120,6 +121,31 @@ class TeacherData:
 def head_stage_name(model_stage: str) -> str:
     """The stage that fits ``model_stage``'s verdict head (``CommonStages.verdict_head``)."""
     return f"{model_stage}_head"
+
+
+@dataclass(frozen=True)
+class VerdictHeadUse:
+    """The verdict head (ours, optional; ``method.verdict_head``) as :meth:`CommonStages.verdict_head`
+    hands it to a method: the stage that fits it (``stages``: none while off) and, for the stages
+    that generate with it, the input to add (``deps``), its reasoning style and the fitted head
+    (``input(ctx)``). While off it is empty and false, and every use of it is a no-op."""
+
+    stages: tuple[Stage, ...] = ()
+    style: str | None = None
+    batch_size: int = 8
+
+    def __bool__(self) -> bool:
+        return bool(self.stages)
+
+    @property
+    def deps(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def input(self, ctx: StageContext):
+        """The fitted head for a stage that has :attr:`deps` among its inputs (None while off)."""
+        from reasonalign.components.verdict_head import VerdictHeadInput
+
+        return VerdictHeadInput(ctx.inputs[self.stages[0].name], self.style, self.batch_size) if self else None
 
 
 class CommonStages:
@@ -315,10 +341,21 @@ class CommonStages:
                      config=self.slice("model", data_file=data[1], **trainer_fingerprint(t, kind)),
                      distributed=True)
 
-    def verdict_head(self, model_stage: str) -> Stage:
-        """``<model_stage>_head``: a verdict head (``components/verdict_head.py``, settings
-        ``method.verdict_head``) fitted on the training prompts with ``model_stage``'s model;
-        writes ``verdict_head.json``."""
+    def verdict_head(self, model_stage: str) -> VerdictHeadUse:
+        """The one hook of the verdict head (ours; ``method.verdict_head``, off by default): while
+        enabled, ``<model_stage>_head``, which fits a head on ``model_stage``'s model, and how the
+        stages that generate use it (:class:`VerdictHeadUse`: a method adds ``head.stages`` after
+        ``model_stage`` and passes ``head`` to :meth:`eval_stage` / :meth:`evaluation`, or to its
+        own sampling stage); while off (or for a method without the key) an empty one."""
+        m = self.cfg.method
+        head_cfg = getattr(m, "verdict_head", None)
+        if head_cfg is None or not head_cfg.enabled:
+            return VerdictHeadUse()
+        return VerdictHeadUse((self._verdict_head_stage(model_stage),), m.style, head_cfg.batch_size)
+
+    def _verdict_head_stage(self, model_stage: str) -> Stage:
+        """``<model_stage>_head``: a verdict head (``components/verdict_head.py``) fitted on the
+        training prompts with ``model_stage``'s model; writes ``verdict_head.json``."""
         head_cfg = self.cfg.method.verdict_head
 
         def run(ctx: StageContext) -> dict:
@@ -338,45 +375,42 @@ class CommonStages:
                      config=self.slice("model", "method.verdict_head"))
 
     # -- evaluation ------------------------------------------------------------------------------
-    def eval_stage(self, name: str, model_stage: str | None, eval_cfg=None, head: tuple[str, str] | None = None) -> Stage:
+    def eval_stage(self, name: str, model_stage: str | None, eval_cfg=None,
+                   head: VerdictHeadUse = VerdictHeadUse()) -> Stage:
         """Generate on the held-out prompts with ``model_stage``'s model (None: the base) and judge;
         with ``eval.benchmarks`` (eval=suite) also run the benchmark suite (leakage-checked against
         this run's training prompts). ``eval_cfg``: a method's own EvalConfig (default ``cfg.eval``).
-        ``head``: ``(verdict head stage, reasoning style)``: its verdict opens every thought."""
+        ``head`` (:meth:`verdict_head`): its verdict opens every thought."""
         ev = eval_cfg or self.cfg.eval
 
         def run(ctx: StageContext) -> dict:
             from reasonalign.eval.runner import evaluate_model
 
             path = self._init_dir(ctx, model_stage)
+            fitted = head.input(ctx)
+            opens = {"verdict_head": fitted.path if fitted else None, "style": head.style or "ex_ante"}
             metrics = evaluate_model(path, ctx.inputs[PROMPTS] / "eval_prompts.jsonl", ctx.out,
-                                     self.cfg.model, ev, self.cfg.cot,
-                                     verdict_head=ctx.inputs[head[0]] if head else None,
-                                     style=head[1] if head else "ex_ante", backend=self.cfg.generation_backend)
+                                     self.cfg.model, ev, self.cfg.cot, **opens, backend=self.cfg.generation_backend)
             if ev.benchmarks or ev.prompt_files:  # the benchmark suite too
                 from reasonalign.eval.suite import evaluate_suite, load_train_texts
 
                 train = load_train_texts(ctx.inputs[PROMPTS] / "train_prompts.jsonl")
                 metrics["benchmarks"] = evaluate_suite(path, ctx.out / "benchmarks", self.cfg.model, ev,
-                                                       self.cfg.cot, train, self.cache,
-                                                       verdict_head=ctx.inputs[head[0]] if head else None,
-                                                       style=head[1] if head else "ex_ante",
+                                                       self.cfg.cot, train, self.cache, **opens,
                                                        backend=self.cfg.generation_backend)
                 (ctx.out / "metrics.json").write_text(dumps(metrics))
             return metrics
 
-        return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []) + ([head[0]] if head else []),
-                     config=self.slice("model", "cot", eval=ev, verdict_style=head[1] if head else None))
+        return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []) + head.deps,
+                     config=self.slice("model", "cot", eval=ev, verdict_style=head.style))
 
-    def evaluation(self, final: str | None, eval_cfg=None, head_style: str | None = None,
-                   head_of: str | None = None) -> list[Stage]:
+    def evaluation(self, final: str | None, eval_cfg=None, head: VerdictHeadUse = VerdictHeadUse()) -> list[Stage]:
         """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model (with
-        a verdict head when ``head_style`` is given: ``head_of``'s, by default ``final``'s)."""
+        ``head``, :meth:`verdict_head`, opening its thoughts)."""
         out = []
         if self.cfg.eval.evaluate_base or final is None:
             out.append(self.eval_stage("eval_base", None, eval_cfg))
         if final is not None:
-            head = (head_stage_name(head_of or final), head_style) if head_style else None
             out.append(self.eval_stage("eval_final", final, eval_cfg, head))
         return out
 
