@@ -107,7 +107,8 @@ def run_eval(cfg: DictConfig | Config) -> Path:
         return Stage(f"bench_{name}", run, config={
             **model_fp, "generation": asdict(ev.generation), "judge": fingerprint_value(ev.judge),
             "cot": asdict(config.cot), "rows": _digest(rows), "train": _digest(train_texts),
-            "threshold": ev.near_duplicate_threshold, **head_fp})
+            "threshold": ev.near_duplicate_threshold, **head_fp},
+            version="2")  # 2: judged rows and metrics carry deflections
 
     benches = suite_benchmarks(ev, cache)
     results = run_pipeline([stage(n, f, r) for n, f, r in benches], out)

@@ -16,10 +16,16 @@ from reasonalign.methods.stages import BASELINE_DATA
 
 @dataclass
 class DPOMethodConfig(MethodConfig):
+    """The baseline's one key (the trainer's DPO settings: ``trainer.dpo``)."""
+
+    # SFT on the chosen responses first; its model is then DPO's policy and reference
     sft_warmup: bool = True
 
 
 class DPOMethod(Method):
+    """Plain DPO (Rafailov et al., 2023) on the baseline pairs: the base model's refusal against
+    its compliance for harmful prompts, its answer against a refusal for benign ones."""
+
     name = "dpo"
     Config = DPOMethodConfig
     description = "plain DPO on refusal/helpfulness pairs (optionally after SFT)"

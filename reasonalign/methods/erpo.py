@@ -68,8 +68,8 @@ class ERPOConfig(ReasoningMethodConfig):
 class ERPOMethod(Method):
     """ERPO's three stages: ex-ante reasoning SFT, three-kind DPO, iterative LCPO."""
 
-    name = "erpo"
     Config = ERPOConfig
+    name = "erpo"
     description = "ex-ante rule-embedded reasoning SFT, three-kind DPO, length-controlled iterative PO"
 
     def stages(self):

@@ -59,6 +59,8 @@ class SaROConfig(ReasoningMethodConfig):
     # the same for the SRPO pairs (58% of them are harmful on the default data; balanced, SRPO
     # raised benign compliance where unbalanced it had not; docs/methods/saro.md)
     balance_pairs: bool = True
+    analysis: bool = True  # embedding-space analysis of the base and final models
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     # rw_sft's SFT settings over trainer.sft (null keeps the trainer's; a model's own:
     # conf/method_scale/saro_<model>.yaml)
     sft: SFTOverrides = field(default_factory=SFTOverrides)
@@ -67,8 +69,6 @@ class SaROConfig(ReasoningMethodConfig):
     dpo: DPOOverrides = field(default_factory=lambda: DPOOverrides(
         loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]))
     evaluate_rw: bool = True  # also evaluate the RW model (eval_rw)
-    analysis: bool = True  # embedding-space analysis of the base and final models
-    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
 
 class SaROMethod(Method):

@@ -401,8 +401,9 @@ class CommonStages:
                 (ctx.out / "metrics.json").write_text(dumps(metrics))
             return metrics
 
+        # version 2: judged rows and metrics carry deflections (eval/runner.mark_deflections)
         return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []) + head.deps,
-                     config=self.slice("model", "cot", eval=ev, verdict_style=head.style))
+                     config=self.slice("model", "cot", eval=ev, verdict_style=head.style), version="2")
 
     def evaluation(self, final: str | None, eval_cfg=None, head: VerdictHeadUse = VerdictHeadUse()) -> list[Stage]:
         """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model (with
