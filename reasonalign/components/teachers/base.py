@@ -167,7 +167,7 @@ def make_teacher(cfg: TeacherConfig, model_cfg: ModelConfig | None = None, backe
     kind = cfg.kind
     for opt in ("misjudge_rejected", "verdict_first"):
         if getattr(cfg, opt) and kind != "rules":
-            raise ValueError(f"teacher.{opt} is an option of the rules teacher; teacher.kind is {kind!r} "
+            raise ValueError(f"teacher.{opt} is an option of the rules teacher; this teacher is {cfg._target_!r} "
                              "(ask your teacher for such thoughts in its instructions instead)")
     return build(resolve_target(cfg._target_, "teacher._target_", "write"), cfg, model_cfg=model_cfg, backend=backend)
 
