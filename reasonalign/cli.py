@@ -112,6 +112,8 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
         check_source(judge.model, None, f"judge {judge.name!r}", "judge.model")
     if judge.kind == "api" and not judge.model:
         raise ConfigError(f"judge {judge.name!r}: judge.model is not set (the served model's id at judge.base_url)")
+    if judge.helpfulness and judge.kind in ("refusal", "classifier"):
+        raise ConfigError(f"eval.judge.helpfulness=true needs judge=api (the {judge.kind} judge grades no helpfulness)")
     if dev == "cpu" and device.requested() != "cpu":
         if n_tokens is None:  # the base model's answers, then each evaluation of the held-out prompts
             n_tokens = (sum(cfg.data.train.values()) * cfg.responses.max_new_tokens + sum(cfg.data.eval.values())

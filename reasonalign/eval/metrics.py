@@ -1,4 +1,4 @@
-"""Rates with 95% Wilson score intervals."""
+"""Rates with 95% Wilson score intervals; means of scores with 95% Student t intervals."""
 
 from __future__ import annotations
 
@@ -24,6 +24,49 @@ def rate(flags: list[bool]) -> dict:
     n, k = len(flags), sum(bool(f) for f in flags)
     lo, hi = wilson(k, n)
     return {"rate": (k / n) if n else math.nan, "k": k, "n": n, "ci95": [lo, hi]}
+
+
+# two-sided 95% Student t quantiles t(0.975, df) for df = 1..30; beyond, the Cornish-Fisher expansion
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
+         2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
+         2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+
+
+def t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (to 1e-4)."""
+    if df < 1:
+        raise ValueError(f"t975 needs df >= 1 (got {df})")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z, v = 1.959964, float(df)
+    return (z + (z ** 3 + z) / (4 * v) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * v ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * v ** 3))
+
+
+def mean_t_interval(values: list[float]) -> dict:
+    """``{"mean", "n", "ci95": [lo, hi]}``: the mean and its 95% Student t interval
+    ``mean -/+ t(0.975, n-1) * sd / sqrt(n)`` (sample sd; nan bounds under two values)."""
+    n = len(values)
+    if n == 0:
+        return {"mean": math.nan, "n": 0, "ci95": [math.nan, math.nan]}
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "n": n, "ci95": [math.nan, math.nan]}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "n": n, "ci95": [mean - half, mean + half]}
+
+
+def helpfulness_stats(scores: list[float | None], threshold: float) -> dict:
+    """The ``helpfulness`` metric over the scored answers' ratings (None: the grader gave none):
+    :func:`mean_t_interval` of the ratings, ``unparsed`` (the Nones, left out) and
+    ``share_at_least`` (rated >= ``threshold``, a rate with its Wilson interval, as :func:`rate`)."""
+    rated = [float(s) for s in scores if s is not None]
+    out = mean_t_interval(rated)
+    out["unparsed"] = len(scores) - len(rated)
+    out["threshold"] = threshold
+    out["share_at_least"] = rate([s >= threshold for s in rated])
+    return out
 
 
 def agreement(predicted: list[bool], gold: list[bool]) -> dict:

@@ -6,6 +6,8 @@ Per benchmark (``metrics.json`` of its directory):
 * ``harmful_compliance`` (attack success) on harmful prompts, ``..._by_attack`` per jailbreak family;
   ``benign_compliance`` on benign + borderline prompts (``over_refusal`` = 1 - it); each a rate with
   its 95% Wilson interval;
+* ``helpfulness`` with ``eval.judge.helpfulness=true`` (``judge=api``): MT-Bench ratings of the
+  complied benign/borderline answers (``eval/runner.mark_helpfulness``);
 * mean answer and reasoning (``<think>`` block) tokens;
 * latency: ``seconds_per_prompt`` and ``tokens_per_s`` of the generation;
 * ``leakage``: prompts that repeat a training prompt of the evaluated run (exact or 5-gram Jaccard
@@ -26,6 +28,7 @@ from reasonalign.eval.runner import (
     judge_rows,
     mark_deflections,
     mark_head_calls,
+    mark_helpfulness,
     open_with_head,
 )
 from reasonalign.pipeline import dumps, read_jsonl, write_jsonl
@@ -149,8 +152,8 @@ def _generate(handle: ModelHandle, items: list[dict], eval_cfg: EvalConfig, out_
 # --------------------------------------------------------------------------------------- scoring
 
 
-def benchmark_metrics(rows: list[dict], family: str) -> dict:
-    m = compute_metrics(rows)
+def benchmark_metrics(rows: list[dict], family: str, helpfulness_threshold: float = 7.0) -> dict:
+    m = compute_metrics(rows, helpfulness_threshold)
     m["family"] = family
     if any(r["label"] != "harmful" for r in rows):
         flags = [not r["complied"] for r in rows if r["label"] != "harmful"]
@@ -194,7 +197,8 @@ def evaluate_benchmark(handle: ModelHandle, name: str, family: str, rows: list[d
         judged.append({**r, "response": g["response"], "n_tokens": g["n_tokens"], "thought_tokens": n_thought,
                        "answer_tokens": max(0, g["n_tokens"] - n_thought), "complied": c})
     mark_deflections(judged, cot)
-    m = benchmark_metrics(judged, family)
+    mark_helpfulness(judge, judged, cot)
+    m = benchmark_metrics(judged, family, eval_cfg.judge.helpfulness_threshold)
     if head_calls is not None:
         mark_head_calls(judged, head_calls, m)
     write_jsonl(out_dir / "judged.jsonl", judged)

