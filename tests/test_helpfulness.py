@@ -12,7 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from reasonalign.components.judges import HELPFULNESS_KEYS, get_judge, judge_fingerprint
+from reasonalign.components.judges import (
+    HELPFULNESS_KEYS,
+    get_judge,
+    helpfulness_fingerprint,
+    judge_fingerprint,
+)
 from reasonalign.components.judges.api import APIJudge, load_helpfulness_prompt, parse_rating
 from reasonalign.config import JUDGE_TARGETS, ConfigError, JudgeConfig
 from reasonalign.eval.metrics import mean_t_interval, t975
@@ -211,10 +216,31 @@ def test_mean_t_interval_edges():
     assert t975(1000) == pytest.approx(1.9623, abs=1e-4)
 
 
-def test_fingerprints_hold_the_helpfulness_keys_only_when_it_is_on():
+def test_only_the_evaluation_stages_fingerprint_helpfulness_and_only_when_it_is_on():
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.cli import build_method, conf_dir
+    from reasonalign.config import register_configs
+    from reasonalign.pipeline.stage import fingerprint
+
     off = judge_fingerprint(JudgeConfig(_target_=JUDGE_TARGETS["api"], model="m"))
-    assert not set(HELPFULNESS_KEYS) & set(off)
-    # off, changing its other keys re-runs nothing
-    assert judge_fingerprint(JudgeConfig(_target_=JUDGE_TARGETS["api"], model="m", helpfulness_threshold=9)) == off
     on = judge_fingerprint(JudgeConfig(_target_=JUDGE_TARGETS["api"], model="m", helpfulness=True))
-    assert set(HELPFULNESS_KEYS) <= set(on) and on != off
+    assert on == off and not set(HELPFULNESS_KEYS) & set(off)
+    assert helpfulness_fingerprint(JudgeConfig(helpfulness_threshold=9)) == {}
+
+    def stages(**judge):
+        register_configs()
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            cfg = compose("config", overrides=["method=erpo", "model=tiny-random", "data=tiny", "trainer=tiny",
+                                               "eval=tiny", "judge=api", "eval.judge.model=grader"])
+        m = build_method(cfg)
+        m.config.eval = replace(m.config.eval, judge=replace(m.config.eval.judge, **judge))
+        m.common.cfg = m.config
+        return {s.name: fingerprint(s, {}) for s in m.stages()}
+
+    base = stages()
+    assert stages(helpfulness_threshold=9, helpfulness_prompt="x") == base  # off: its keys change nothing
+    scored, threshold = stages(helpfulness=True), stages(helpfulness=True, helpfulness_threshold=8)
+    evals = {n for n in base if n.startswith("eval_")}
+    assert evals and all(scored[n] != base[n] and threshold[n] != scored[n] for n in evals)
+    assert all(scored[n] == base[n] for n in base if n not in evals)  # nothing trained re-runs

@@ -38,7 +38,7 @@ def _digest(obj) -> str:
 
 def run_eval(cfg: DictConfig | Config) -> Path:
     """Evaluate ``cfg.model`` on ``cfg.eval``'s benchmarks into ``cfg.eval_dir``; the report path."""
-    from reasonalign.components.judges import get_judge
+    from reasonalign.components.judges import get_judge, helpfulness_fingerprint
     from reasonalign.eval.suite import (
         ModelHandle,
         evaluate_benchmark,
@@ -107,7 +107,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
         return Stage(f"bench_{name}", run, config={
             **model_fp, "generation": asdict(ev.generation), "judge": fingerprint_value(ev.judge),
             "cot": asdict(config.cot), "rows": _digest(rows), "train": _digest(train_texts),
-            "threshold": ev.near_duplicate_threshold, **head_fp},
+            "threshold": ev.near_duplicate_threshold, **head_fp, **helpfulness_fingerprint(ev.judge)},
             version="2")  # 2: judged rows and metrics carry deflections
 
     benches = suite_benchmarks(ev, cache)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reasonalign.components.judges import judge_fingerprint
+from reasonalign.components.judges import helpfulness_fingerprint, judge_fingerprint
 from reasonalign.components.teachers.base import teacher_fingerprint
 from reasonalign.components.verdict_head import HEAD_NOT_OUTPUT, VerdictHeadConfig
 from reasonalign.config import Config, EvalConfig, JudgeConfig, MethodConfig, TeacherConfig, TrainerConfig
@@ -403,7 +403,8 @@ class CommonStages:
 
         # version 2: judged rows and metrics carry deflections (eval/runner.mark_deflections)
         return Stage(name, run, deps=[PROMPTS] + ([model_stage] if model_stage else []) + head.deps,
-                     config=self.slice("model", "cot", eval=ev, verdict_style=head.style), version="2")
+                     config=self.slice("model", "cot", eval=ev, verdict_style=head.style,
+                                       **helpfulness_fingerprint(ev.judge)), version="2")
 
     def evaluation(self, final: str | None, eval_cfg=None, head: VerdictHeadUse = VerdictHeadUse()) -> list[Stage]:
         """``eval_base`` (if ``eval.evaluate_base``) and ``eval_final`` on ``final``'s model (with

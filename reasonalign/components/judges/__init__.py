@@ -64,7 +64,8 @@ def judge_labelled(judge: Judge, prompts: Sequence[str], labels: Sequence[str],
 # JudgeConfig fields that change how a judge is reached, not what it decides: left out of the
 # fingerprint of every stage that judges, so changing them re-runs nothing
 JUDGE_NOT_OUTPUT = ("concurrency", "timeout_s", "max_retries")
-# the api judge's helpfulness scoring (eval/runner.mark_helpfulness): in the fingerprint only when on
+# the api judge's helpfulness scoring (eval/runner.mark_helpfulness): left out of judge_fingerprint,
+# in the evaluation stages' fingerprints only when it is on (helpfulness_fingerprint)
 HELPFULNESS_KEYS = ("helpfulness", "helpfulness_uri", "helpfulness_sha256", "helpfulness_prompt",
                     "helpfulness_threshold")
 
@@ -76,14 +77,22 @@ def judge_fingerprint(spec: str | JudgeConfig | Any) -> Any:
 
     if not is_dataclass(spec):
         return spec
-    # helpfulness off (the default): its keys change nothing, fingerprints stay as they were before them
-    off = HELPFULNESS_KEYS if not getattr(spec, "helpfulness", False) else ()
-    return {k: v for k, v in target_fields(spec).items() if k not in JUDGE_NOT_OUTPUT and k not in off}
+    # the helpfulness keys change only the evaluation's output: its stages add helpfulness_fingerprint
+    return {k: v for k, v in target_fields(spec).items() if k not in JUDGE_NOT_OUTPUT + HELPFULNESS_KEYS}
+
+
+def helpfulness_fingerprint(spec: Any) -> dict:
+    """What the evaluation stages add to their fingerprints for the api judge's helpfulness scoring:
+    ``{}`` while it is off (fingerprints as before it existed), else ``{"helpfulness": its keys}``
+    (the training stages, which judge but score no helpfulness, never hold them)."""
+    if not getattr(spec, "helpfulness", False):
+        return {}
+    return {"helpfulness": {k: getattr(spec, k) for k in HELPFULNESS_KEYS if k != "helpfulness"}}
 
 
 def judge_name(spec: str | JudgeConfig | Any) -> str:
     return spec if isinstance(spec, str) else str(getattr(spec, "name", "judge"))
 
 
-__all__ = ["HELPFULNESS_KEYS", "JUDGES", "JUDGE_NOT_OUTPUT", "Judge", "RefusalJudge", "get_judge", "judge_fingerprint", "judge_labelled",
-           "judge_name"]
+__all__ = ["HELPFULNESS_KEYS", "JUDGES", "JUDGE_NOT_OUTPUT", "Judge", "RefusalJudge", "get_judge",
+           "helpfulness_fingerprint", "judge_fingerprint", "judge_labelled", "judge_name"]
