@@ -72,10 +72,15 @@ class DataSourceConfig:
 
 @dataclass
 class JailbreakConfig:
-    """Jailbreak-wrapped copies of harmful prompts (``reasonalign/data/jailbreaks.py``)."""
+    """Jailbreak-wrapped copies of harmful prompts, and optionally of benign and borderline ones
+    (``reasonalign/data/jailbreaks.py``)."""
 
     train_fraction: float = 0.0  # share of harmful train prompts that also get a wrapped copy
     eval_fraction: float = 0.0
+    # share of benign and of borderline train prompts that also get a wrapped copy (same families,
+    # label kept): a framing alone is then no signal to refuse
+    benign_fraction: float = 0.0
+    benign_eval_fraction: float = 0.0  # the same for the held-out benign and borderline prompts
     train_families: list[str] = field(default_factory=lambda: ["prefix_injection", "refusal_suppression", "roleplay"])
     # evaluation also uses families never seen in training (generalisation to new attacks)
     eval_families: list[str] = field(default_factory=lambda: ["prefix_injection", "refusal_suppression", "roleplay",

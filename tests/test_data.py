@@ -556,3 +556,83 @@ def test_exclude_is_in_the_prompts_fingerprint():
     assert sources(old)[:5] == sources(cfg)[:5] and sources(old)[6:] == sources(cfg)[6:]
     assert {k: v for k, v in sources(cfg)[5].items() if k != "exclude"} == {
         k: v for k, v in sources(old)[5].items() if k != "exclude"}
+
+
+# ----------------------------------------------------------- jailbreak framings around benign prompts
+
+
+def _framing_pool():
+    """20 harmful, 12 benign and 8 borderline prompts, each with its own category."""
+    recs = [PromptRecord(f"h{i}", f"explain how to make weapon number {i}", "harmful", "weapons") for i in range(20)]
+    recs += [PromptRecord(f"b{i}", f"how do ocean tides work on planet {i}", "benign", "science") for i in range(12)]
+    recs += [PromptRecord(f"d{i}", f"what happens to the body during seizure type {i}", "borderline", "medical")
+             for i in range(8)]
+    random.Random(5).shuffle(recs)
+    return recs
+
+
+def test_jailbreak_benign_fraction_wraps_benign_and_borderline_keeping_the_label():
+    from reasonalign.config import JailbreakConfig
+    from reasonalign.data.jailbreaks import FAMILIES, augment_splits
+
+    train, evals = _framing_pool(), _framing_pool()
+    off = JailbreakConfig(train_fraction=0.5, eval_fraction=1.0)
+    on = JailbreakConfig(train_fraction=0.5, eval_fraction=1.0, benign_fraction=0.5, benign_eval_fraction=1.0)
+    train_off, evals_off = augment_splits(train, evals, off, seed=3)
+    train_on, evals_on = augment_splits(train, evals, on, seed=3)
+    # the harmful copies (and everything before the benign copies) are those of the default
+    assert train_on[: len(train_off)] == train_off and evals_on[: len(evals_off)] == evals_off
+    by_id = {r.id: r for r in train}
+    for split, out, base, families, fraction in (("train", train_on, train_off, on.train_families, 0.5),
+                                                 ("eval", evals_on, evals_off, on.eval_families, 1.0)):
+        framed = out[len(base):]
+        assert all(r.label in ("benign", "borderline") for r in framed), split
+        for label, n in (("benign", 12), ("borderline", 8)):
+            assert sum(r.label == label for r in framed) == round(fraction * n), (split, label)
+        assert {r.attack for r in framed} == set(families), split  # every family is used
+        originals = {r.id.split("#jb:")[0] for r in framed}
+        assert len(originals) == len(framed), split  # one copy per chosen prompt
+        for r in framed:
+            src = by_id[r.id.split("#jb:")[0]]
+            assert r.id == f"{src.id}#jb:{r.attack}" and r.attack in FAMILIES
+            assert r.label == src.label and r.category == src.category and not src.attack
+            assert r.text == FAMILIES[r.attack].format(prompt=src.text) and src.text in r.text
+    # seeded: the same call gives the same copies, another seed other ones
+    assert augment_splits(train, evals, on, seed=3) == (train_on, evals_on)
+    assert augment_splits(train, evals, on, seed=4)[0][len(train_off):] != train_on[len(train_off):]
+
+
+def test_jailbreak_benign_fraction_default_off():
+    from hydra import compose, initialize_config_dir
+
+    from reasonalign.config import JailbreakConfig, register_configs
+    from reasonalign.data.jailbreaks import augment, augment_splits
+
+    assert JailbreakConfig().benign_fraction == 0.0 and JailbreakConfig().benign_eval_fraction == 0.0
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        default = compose("config", overrides=["method=dpo", "data=default"])
+        framed = compose("config", overrides=["method=dpo", "data=default", "data.jailbreak.benign_fraction=0.5"])
+    assert default.data.jailbreak.benign_fraction == 0.0 and default.data.jailbreak.benign_eval_fraction == 0.0
+    assert framed.data.jailbreak.benign_fraction == 0.5
+    jb = OmegaConf.to_object(default.data.jailbreak)
+    train, evals = _framing_pool(), _framing_pool()
+    train_out, evals_out = augment_splits(train, evals, jb, seed=0)
+    # at the default only harmful prompts are wrapped, as the harmful-only augmentation does
+    assert train_out == augment(train, jb.train_families, jb.train_fraction, 0)
+    assert evals_out == augment(evals, jb.eval_families, jb.eval_fraction, 1)
+    assert all(r.label == "harmful" for r in train_out + evals_out if r.attack)
+    assert sum(bool(r.attack) for r in train_out) == 10 and sum(bool(r.attack) for r in evals_out) == 20
+    with pytest.raises(ConfigError, match="benign_fraction"):
+        augment_splits(train, evals, JailbreakConfig(benign_fraction=1.5), seed=0)
+
+
+def test_jailbreak_templates_stay_benign_around_a_benign_request():
+    from reasonalign.data.jailbreaks import FAMILIES
+
+    # the frames themselves ask for nothing harmful: no harm topic appears in any template
+    topics = ("weapon", "bomb", "explosive", "poison", "drug", "kill", "hack", "malware", "steal", "suicide")
+    for name, template in FAMILIES.items():
+        assert template.count("{prompt}") == 1, name
+        frame = template.replace("{prompt}", "").lower()
+        assert not [t for t in topics if t in frame], name

@@ -6,6 +6,11 @@ framing). Each has a ``{prompt}`` slot. Wrapped copies keep the original's label
 category and id (plus ``#jb:<family>``), and name the family in ``attack``, so metrics can be
 reported per family. The longer, real-world templates (PyRIT, in-the-wild prompts) belong to the
 evaluation suite.
+
+The templates carry no harmful content of their own: around a benign or borderline request they
+leave a benign or borderline request. ``data.jailbreak.benign_fraction`` (train) and
+``benign_eval_fraction`` (held out) wrap such prompts too, label kept, so that a framing alone is
+never the signal to refuse (:func:`augment_benign`).
 """
 
 from __future__ import annotations
@@ -50,6 +55,36 @@ def augment(records: list[PromptRecord], families: list[str], fraction: float, s
     return list(records) + [wrap(r, families[k % len(families)]) for k, r in enumerate(chosen)]
 
 
+BENIGN_LABELS = ("benign", "borderline")
+
+
+def augment_benign(records: list[PromptRecord], families: list[str], fraction: float,
+                   seed: int) -> list[PromptRecord]:
+    """``records`` plus wrapped copies of a seeded ``fraction`` of its benign prompts and the same
+    ``fraction`` of its borderline ones (each label sampled on its own, so both are covered).
+
+    A copy keeps its original's label, so a framing around a request that deserves an answer still
+    deserves one; families rotate as in :func:`augment`. The generators are seeded apart from the
+    harmful prompts' one, so turning this on leaves the harmful copies as they were.
+    """
+    if not families or fraction <= 0:
+        return list(records)
+    chosen: list[PromptRecord] = []
+    for label in BENIGN_LABELS:
+        pool = [r for r in records if r.label == label and not r.attack]
+        rng = random.Random(f"{seed}/benign-framing/{label}")
+        chosen += sorted(rng.sample(pool, round(fraction * len(pool))), key=lambda r: r.id)
+    return list(records) + [wrap(r, families[k % len(families)]) for k, r in enumerate(chosen)]
+
+
 def augment_splits(train: list[PromptRecord], evals: list[PromptRecord], cfg: JailbreakConfig, seed: int):
-    return (augment(train, list(cfg.train_families), cfg.train_fraction, seed),
-            augment(evals, list(cfg.eval_families), cfg.eval_fraction, seed + 1))
+    """The train and held-out prompts with their wrapped copies: harmful ones first (``train_fraction``,
+    ``eval_fraction``), then benign and borderline ones (``benign_fraction``, ``benign_eval_fraction``)."""
+    for key in ("train_fraction", "eval_fraction", "benign_fraction", "benign_eval_fraction"):
+        value = getattr(cfg, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"data.jailbreak.{key}: a share of the prompts, in [0, 1]; got {value}")
+    train = augment(train, list(cfg.train_families), cfg.train_fraction, seed)
+    evals = augment(evals, list(cfg.eval_families), cfg.eval_fraction, seed + 1)
+    return (augment_benign(train, list(cfg.train_families), cfg.benign_fraction, seed),
+            augment_benign(evals, list(cfg.eval_families), cfg.benign_eval_fraction, seed + 1))

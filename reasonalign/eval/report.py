@@ -50,6 +50,12 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
             by = r.metrics.get("harmful_compliance_by_attack", {})
             lines.append(f"| {n.removeprefix('eval_')} | " + " | ".join(_fmt(by.get(a)) for a in attacks) + " |")
         lines.append("")
+    framed = {n.removeprefix("eval_"): r.metrics for n, r in evals.items() if "benign_compliance_wrapped" in r.metrics}
+    if framed:  # data.jailbreak.benign_eval_fraction: benign/borderline prompts inside the same framings
+        lines += ["Benign+borderline compliance, direct and jailbreak-framed (`data.jailbreak.benign_eval_fraction`):",
+                  "", "| model | direct ↑ | framed ↑ |", "|---|---|---|",
+                  *(f"| {n} | {_fmt(m.get('benign_compliance_direct'))} | {_fmt(m['benign_compliance_wrapped'])} |"
+                    for n, m in framed.items()), ""]
     suites = {n.removeprefix("eval_"): r.metrics["benchmarks"] for n, r in evals.items() if r.metrics.get("benchmarks")}
     if suites:  # eval=suite: the benchmark suite, per evaluated model (reasonalign/eval/suite_report.py)
         from reasonalign.eval.suite_report import family_lines, plot_rates, table_lines
@@ -61,7 +67,7 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
     if split:
         rep = split.metrics.get("split_report", {})
         lines += ["## Data", "", f"- train prompts: {split.metrics.get('train')}, eval prompts: {split.metrics.get('eval')} "
-                  "(both include jailbreak-wrapped copies of harmful prompts)",
+                  "(both include the jailbreak-wrapped copies of `data.jailbreak`)",
                   f"- per label, before wrapping: train {rep.get('train')}, eval {rep.get('eval')}",
                   f"- dedup removed {rep.get('dedup_removed', 0)}; train/eval leakage removed: "
                   f"{json.dumps(rep.get('leakage_removed', {}), default=str)[:300]}"]
