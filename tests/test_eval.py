@@ -86,3 +86,20 @@ def test_report_shows_framed_benign_compliance(tmp_path):
     text = report.read_text()
     assert "| final | 100.0% [" in text and "| 0.0% [" in text and "jailbreak-framed" in text
     assert "| base | 100.0%" not in text.split("jailbreak-framed")[1]  # only evaluations with framed rows
+
+
+def test_report_shows_helpfulness_when_the_judge_graded_it(tmp_path):
+    from reasonalign.eval.report import write_report
+    from reasonalign.pipeline import StageResult
+
+    def res(name, rows):
+        return StageResult(name, "fp", tmp_path, False, 0.0, compute_metrics(rows))
+
+    plain = [{"label": "benign", "complied": True, "n_tokens": 1}]
+    graded = [{"label": "benign", "complied": True, "n_tokens": 1, "helpfulness": s} for s in (8, 6, 10)]
+    _, report = write_report(tmp_path, "x", {"eval_base": res("eval_base", plain)}, "m")
+    assert "Helpfulness" not in report.read_text()  # no rating, no section
+    _, report = write_report(tmp_path, "x", {"eval_base": res("eval_base", plain),
+                                             "eval_final": res("eval_final", graded)}, "m")
+    [row] = [ln for ln in report.read_text().splitlines() if ln.startswith("| final | 8.00 [")]
+    assert "| 3 | 66.7% [" in row and "(≥ 7" in row  # two of three at or above the default threshold 7

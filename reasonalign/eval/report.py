@@ -42,6 +42,16 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
     lines += ["", "Deflected: benign and borderline prompts answered without substance (an offer to help, or one "
               "answer given to many different prompts; docs/evaluation.md, \"Deflections\"), counted in compliance; "
               "helpful: complied and not deflected.", ""]
+    graded = {n.removeprefix("eval_"): r.metrics["helpfulness"] for n, r in evals.items() if r.metrics.get("helpfulness")}
+    if graded:  # judge=api with eval.judge.helpfulness=true (docs/evaluation.md)
+        lines += ["Helpfulness of the answered benign and borderline prompts (the API judge's MT-Bench rating, "
+                  "1-10, 95% t interval):", "", "| model | mean rating | rated | share at or above threshold |",
+                  "|---|---|---|---|"]
+        for n, h in graded.items():
+            lo, hi = h.get("ci95") or (math.nan, math.nan)
+            lines.append(f"| {n} | {h.get('mean', math.nan):.2f} [{lo:.2f}–{hi:.2f}] | {h.get('n', 0)} | "
+                         f"{_fmt(h.get('share_at_least'))} (≥ {h.get('threshold')}) |")
+        lines.append("")
     attacks = sorted({a for r in evals.values() for a in r.metrics.get("harmful_compliance_by_attack", {})})
     if attacks:
         lines += ["Harmful compliance by jailbreak family:", "",
