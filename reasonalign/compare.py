@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 from reasonalign.eval.suite_report import write_suite_report
+from reasonalign.pipeline import read_jsonl
 
 
 def _held_out(m: dict) -> dict[str, dict]:
@@ -64,7 +65,7 @@ def outcomes(run_dir: Path) -> dict[str, dict[str, dict[str, bool]]]:
     name, stages = run_dir.resolve().name, run_dir / "stages"
 
     def read(path: Path) -> list[dict]:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        return read_jsonl(path) if path.is_file() else []
 
     def flags(rows: list[dict]) -> dict[str, bool]:
         return {str(r["id"]): bool(r["complied"]) for r in rows}
@@ -169,8 +170,7 @@ def judged_columns(run_dir: Path, stages: list[str] | None = None) -> dict[str, 
     for stage in data.get("eval") or {}:
         path = run_dir / "stages" / f"eval_{stage}" / "judged.jsonl"
         if path.is_file() and (stages is None or stage in stages):
-            out[f"{run_dir.resolve().name}/{stage}"] = [json.loads(line) for line in path.read_text().splitlines()
-                                                        if line.strip()]
+            out[f"{run_dir.resolve().name}/{stage}"] = read_jsonl(path)
     return out
 
 

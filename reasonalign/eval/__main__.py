@@ -41,6 +41,7 @@ def run_eval(cfg: DictConfig | Config) -> Path:
     from reasonalign.components.judges import get_judge, helpfulness_fingerprint
     from reasonalign.eval.suite import (
         ModelHandle,
+        benchmark_limit,
         evaluate_benchmark,
         load_train_texts,
         suite_benchmarks,
@@ -59,8 +60,8 @@ def run_eval(cfg: DictConfig | Config) -> Path:
                           f"eval.prompt_files=[file.jsonl,...]")
     from reasonalign.cli import preflight
 
-    per_bench = [ev.limits.get(b.name, b.limit) or 100 for b in ev.benchmarks] + [100] * len(ev.prompt_files)
-    preflight(config, None, n_tokens=sum(min(n, ev.max_per_benchmark or n) for n in per_bench) * ev.generation.max_new_tokens)
+    per_bench = [benchmark_limit(ev, b) or 100 for b in ev.benchmarks] + [min(100, ev.max_per_benchmark or 100)] * len(ev.prompt_files)
+    preflight(config, None, n_tokens=sum(per_bench) * ev.generation.max_new_tokens)
     out = Path(config.eval_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(

@@ -39,16 +39,21 @@ log = logging.getLogger("reasonalign.eval.suite")
 # ----------------------------------------------------------------------------------------- inputs
 
 
+def benchmark_limit(eval_cfg: EvalConfig, b) -> int | None:
+    """Benchmark ``b``'s size in this evaluation: ``eval.limits`` by name over its own ``limit``,
+    capped by ``eval.max_per_benchmark`` (None: every prompt)."""
+    limit = eval_cfg.limits.get(b.name, b.limit)
+    cap = eval_cfg.max_per_benchmark
+    return limit if cap is None else min(limit or cap, cap)
+
+
 def suite_benchmarks(eval_cfg: EvalConfig, cache=None) -> list[tuple[str, str, list[dict]]]:
     """``[(name, family, rows)]`` for every configured benchmark and prompt file, in order."""
     from reasonalign.eval.benchmarks import load_benchmark, load_prompt_files
 
     out = []
     for b in eval_cfg.benchmarks:
-        if b.name in eval_cfg.limits:
-            b = dataclasses.replace(b, limit=eval_cfg.limits[b.name])
-        if eval_cfg.max_per_benchmark is not None:
-            b = dataclasses.replace(b, limit=min(b.limit or eval_cfg.max_per_benchmark, eval_cfg.max_per_benchmark))
+        b = dataclasses.replace(b, limit=benchmark_limit(eval_cfg, b))
         out.append((b.name, b.family, load_benchmark(b, eval_cfg.seed, cache)))
     for name, rows in load_prompt_files(list(eval_cfg.prompt_files), cache):
         out.append((name, "custom", rows))
