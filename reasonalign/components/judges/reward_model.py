@@ -2,7 +2,7 @@
 
 Any sequence-classification reward model with one output (``num_labels=1``) whose class ships with
 transformers (``trust_remote_code`` stays off), by hub id or local directory: e.g.
-``Skywork/Skywork-Reward-Llama-3.1-8B-v0.2`` or ``Skywork/Skywork-Reward-V2-Llama-3.1-8B``. Each
+``Skywork/Skywork-Reward-Llama-3.1-8B-v0.2`` or ``Skywork/Skywork-Reward-Gemma-2-27B-v0.2``. Each
 (prompt, answer) is rendered as a two-turn conversation with the reward model's **own** chat
 template (the answer as the assistant turn) and scored by one forward pass; the score is the
 model's raw output, in its own units (higher: more preferred). A tokenizer without a chat template
@@ -34,8 +34,7 @@ class RewardModelScorer:
     """``score_helpfulness(prompts, answers) -> list[float]`` with the reward model
     ``cfg.helpfulness_model`` (module docstring)."""
 
-    helpfulness = True
-    scorer = "reward_model"
+    helpfulness = True  # what eval/runner.mark_helpfulness asks of a scorer
 
     def __init__(self, cfg: JudgeConfig, score_fn: Callable[[list[str], list[str]], list[float]] | None = None):
         if score_fn is None and not cfg.helpfulness_model:
