@@ -112,8 +112,11 @@ def preflight(cfg, method_cfg=None, n_tokens: int | None = None) -> str:
         check_source(judge.model, None, f"judge {judge.name!r}", "judge.model")
     if judge.kind == "api" and not judge.model:
         raise ConfigError(f"judge {judge.name!r}: judge.model is not set (the served model's id at judge.base_url)")
-    if judge.helpfulness and judge.kind in ("refusal", "classifier"):
-        raise ConfigError(f"eval.judge.helpfulness=true needs judge=api (the {judge.kind} judge grades no helpfulness)")
+    if judge.helpfulness and judge.helpfulness_model:  # a reward model scores helpfulness, next to any judge
+        check_source(judge.helpfulness_model, None, "helpfulness reward model", "eval.judge.helpfulness_model")
+    elif judge.helpfulness and judge.kind in ("refusal", "classifier"):
+        raise ConfigError(f"eval.judge.helpfulness=true with judge={judge.kind} needs eval.judge.helpfulness_model (a "
+                          f"sequence-classification reward model: hub id or local dir), or judge=api for MT-Bench ratings")
     if dev == "cpu" and device.requested() != "cpu":
         if n_tokens is None:  # the base model's answers, then each evaluation of the held-out prompts
             n_tokens = (sum(cfg.data.train.values()) * cfg.responses.max_new_tokens + sum(cfg.data.eval.values())

@@ -4,8 +4,10 @@ Reads each directory's ``metrics.json``: an eval-only run (``python -m reasonali
 column (its model); a training run gives one column per evaluation stage (``<run>/base``,
 ``<run>/final``...), with its benchmark-suite results when the run used ``eval=suite`` and its
 held-out split as the benchmark ``held_out`` otherwise. Writes ``report.md`` (one table, headline
-rate with 95% CI per benchmark and model, and the per-jailbreak-family table), ``rates.png``
-(grouped bars with CI error bars) and ``metrics.json`` to ``--out`` (default ``runs/compare``).
+rate with 95% CI per benchmark and model, the per-jailbreak-family table and, where helpfulness was
+scored, the helpfulness table: mean score and share at or above the threshold per benchmark and
+model, next to the answered share), ``rates.png`` (grouped bars with CI error bars) and
+``metrics.json`` to ``--out`` (default ``runs/compare``).
 
 For every benchmark and every two columns evaluated on the same prompts (their judged rows in
 ``stages/``), the report adds the paired difference: the change in rate over the shared prompts,
@@ -30,8 +32,9 @@ from reasonalign.pipeline import read_jsonl
 
 def _held_out(m: dict) -> dict[str, dict]:
     out = {}
-    if m.get("harmful_compliance", {}).get("n"):
-        out["held_out_harmful"] = {**m, "family": "harmful", "headline": "harmful_compliance"}
+    if m.get("harmful_compliance", {}).get("n"):  # helpfulness is the benign side's
+        out["held_out_harmful"] = {**{k: v for k, v in m.items() if k != "helpfulness"}, "family": "harmful",
+                                   "headline": "harmful_compliance"}
     if m.get("benign_compliance", {}).get("n"):
         out["held_out_benign"] = {**m, "family": "benign", "headline": "benign_compliance"}
     return out

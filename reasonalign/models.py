@@ -445,26 +445,41 @@ def load_tokenizer(cfg: ModelConfig, path: str | os.PathLike | None = None, *,
     return tok
 
 
+TASKS = ("causal_lm", "sequence_classification")
+
+
 def load_model(cfg: ModelConfig, path: str | os.PathLike | None = None, for_training: bool = False, *,
-               device: str | None = None, cache: str | os.PathLike | None = None):
+               device: str | None = None, cache: str | os.PathLike | None = None, task: str = "causal_lm"):
     """The model for ``cfg`` (or the one saved in ``path``), in ``cfg.dtype``.
 
     ``for_training``: train mode with the KV cache off, left where it was loaded (TRL / accelerate /
     DeepSpeed place it). Otherwise eval mode, on ``device`` (default: the run's device,
-    :func:`reasonalign.device.resolve`).
+    :func:`reasonalign.device.resolve`). ``task``: ``causal_lm`` (a model that generates) or
+    ``sequence_classification`` (a scorer, e.g. a reward model: a checkpoint without trained
+    weights for its head is a :class:`~reasonalign.config.ConfigError`, not a random head).
     """
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from reasonalign import device as D
 
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"model {cfg.name!r}: model.dtype {cfg.dtype!r} is not one of {', '.join(DTYPES)}")
+    if task not in TASKS:
+        raise ValueError(f"load_model: task {task!r} is not one of {', '.join(TASKS)}")
     src, hub = _source(cfg, path, cache)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype), "trust_remote_code": cfg.trust_remote_code, **hub}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    if task == "sequence_classification":
+        model, info = AutoModelForSequenceClassification.from_pretrained(src, output_loading_info=True, **kwargs)
+        if info.get("missing_keys"):
+            missing = sorted(info["missing_keys"])
+            raise ConfigError(f"{cfg.name} {src}: the checkpoint has no trained weights for "
+                              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} (they would be random): "
+                              f"not a sequence-classification model that transformers loads without remote code")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
     if for_training:
         model.train()
         model.config.use_cache = False

@@ -200,11 +200,11 @@ def tiny_model_dir():
     return resolve_model_dir(cfg)
 
 
-def test_every_inference_call_site_asks_the_resolver(fake_gpu, tmp_path, tiny_model_dir):
+def test_every_inference_call_site_asks_the_resolver(fake_gpu, tmp_path, tiny_model_dir, tiny_reward_model):
     """ERPO (verdict head, stage 3 sampling, evaluation with a prompt file for the suite) and SaRO
-    (on-policy rejected sides, embedding analysis), then the hf teacher, the classifier judge and
-    the server: every function that loads a model for inference (found by the static scan) must
-    have asked for it on the faked GPU. Training is not what is checked here (TRL places its own
+    (on-policy rejected sides, embedding analysis), then the hf teacher, the classifier judge, the
+    helpfulness reward model and the server: every function that loads a model for inference (found
+    by the static scan) must have asked for it on the faked GPU. Training is not what is checked here (TRL places its own
     model): each training stage's model is the tiny model copied into place."""
     from dataclasses import replace
 
@@ -232,6 +232,7 @@ def test_every_inference_call_site_asks_the_resolver(fake_gpu, tmp_path, tiny_mo
             assert marker["device"] == "cuda:0" and marker["peak_memory_mib"] == 123.0, n
 
     from reasonalign.components.judges.classifier import ClassifierJudge
+    from reasonalign.components.judges.reward_model import RewardModelScorer
     from reasonalign.components.teachers.hf import HFTeacher
     from reasonalign.config import JudgeConfig, TeacherConfig
     from reasonalign.serve import ChatModel
@@ -239,6 +240,7 @@ def test_every_inference_call_site_asks_the_resolver(fake_gpu, tmp_path, tiny_mo
     model_cfg = ModelConfig(name="t", kind="hf", name_or_path=tiny_model_dir)
     HFTeacher(TeacherConfig(name="hf", model=tiny_model_dir), model_cfg)._load()
     ClassifierJudge(JudgeConfig(name="c", model=tiny_model_dir))._load()
+    RewardModelScorer(JudgeConfig(helpfulness=True, helpfulness_model=tiny_reward_model))._load()
     ChatModel(model_cfg)
 
     seen = {site for site, dev in fake_gpu if dev == "cuda:0"}

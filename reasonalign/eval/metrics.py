@@ -57,15 +57,16 @@ def mean_t_interval(values: list[float]) -> dict:
     return {"mean": mean, "n": n, "ci95": [mean - half, mean + half]}
 
 
-def helpfulness_stats(scores: list[float | None], threshold: float) -> dict:
+def helpfulness_stats(scores: list[float | None], threshold: float | None) -> dict:
     """The ``helpfulness`` metric over the scored answers' ratings (None: the grader gave none):
     :func:`mean_t_interval` of the ratings, ``unparsed`` (the Nones, left out) and
-    ``share_at_least`` (rated >= ``threshold``, a rate with its Wilson interval, as :func:`rate`)."""
+    ``share_at_least`` (rated >= ``threshold``, a rate with its Wilson interval, as :func:`rate`;
+    None without a threshold)."""
     rated = [float(s) for s in scores if s is not None]
     out = mean_t_interval(rated)
     out["unparsed"] = len(scores) - len(rated)
     out["threshold"] = threshold
-    out["share_at_least"] = rate([s >= threshold for s in rated])
+    out["share_at_least"] = None if threshold is None else rate([s >= threshold for s in rated])
     return out
 
 

@@ -43,14 +43,17 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
               "answer given to many different prompts; docs/evaluation.md, \"Deflections\"), counted in compliance; "
               "helpful: complied and not deflected.", ""]
     graded = {n.removeprefix("eval_"): r.metrics["helpfulness"] for n, r in evals.items() if r.metrics.get("helpfulness")}
-    if graded:  # judge=api with eval.judge.helpfulness=true (docs/evaluation.md)
-        lines += ["Helpfulness of the answered benign and borderline prompts (the API judge's MT-Bench rating, "
-                  "1-10, 95% t interval):", "", "| model | mean rating | rated | share at or above threshold |",
-                  "|---|---|---|---|"]
+    if graded:  # eval.judge.helpfulness=true (docs/evaluation.md)
+        from reasonalign.eval.suite_report import scorer_label
+
+        scorers = "; ".join(sorted({scorer_label(h) for h in graded.values()}))
+        lines += [f"Helpfulness of the answered benign and borderline prompts ({scorers}, 95% t interval):", "",
+                  "| model | mean score | scored | share at or above threshold |", "|---|---|---|---|"]
         for n, h in graded.items():
-            lo, hi = h.get("ci95") or (math.nan, math.nan)
-            lines.append(f"| {n} | {h.get('mean', math.nan):.2f} [{lo:.2f}–{hi:.2f}] | {h.get('n', 0)} | "
-                         f"{_fmt(h.get('share_at_least'))} (≥ {h.get('threshold')}) |")
+            mean, (lo, hi) = h.get("mean"), h.get("ci95") or (None, None)
+            mean, lo, hi = (math.nan if x is None else x for x in (mean, lo, hi))
+            share = "–" if h.get("threshold") is None else f"{_fmt(h.get('share_at_least'))} (≥ {h['threshold']:g})"
+            lines.append(f"| {n} | {mean:.2f} [{lo:.2f}, {hi:.2f}] | {h.get('n', 0)} | {share} |")
         lines.append("")
     attacks = sorted({a for r in evals.values() for a in r.metrics.get("harmful_compliance_by_attack", {})})
     if attacks:
@@ -68,11 +71,14 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
                     for n, m in framed.items()), ""]
     suites = {n.removeprefix("eval_"): r.metrics["benchmarks"] for n, r in evals.items() if r.metrics.get("benchmarks")}
     if suites:  # eval=suite: the benchmark suite, per evaluated model (reasonalign/eval/suite_report.py)
-        from reasonalign.eval.suite_report import family_lines, plot_rates, table_lines
+        from reasonalign.eval.suite_report import family_lines, helpfulness_lines, plot_rates, table_lines
 
         png = plot_rates(suites, run_dir / "benchmarks.png", f"{method} on {model_name}: benchmark suite")
         lines += ["## Benchmark suite (95% Wilson intervals)", "", *table_lines(suites), "",
                   f"![benchmark suite]({png.name})", "", *family_lines(suites), ""]
+        helpful = helpfulness_lines(suites)
+        if helpful:
+            lines += [*helpful, ""]
     split = results.get("prompts")
     if split:
         rep = split.metrics.get("split_report", {})

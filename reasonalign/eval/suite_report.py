@@ -21,6 +21,36 @@ def fmt_rate(r: dict | None) -> str:
     return f"{100 * r['rate']:.1f}% [{100 * lo:.0f}–{100 * hi:.0f}] (n={r['n']})"
 
 
+def fmt_score(h: dict | None) -> str:
+    """A ``helpfulness`` metric's mean with its 95% t interval and n (``–`` when nothing was scored)."""
+    if not h or not h.get("n") or h.get("mean") is None or math.isnan(h["mean"]):
+        return "–"
+    lo, hi = h.get("ci95") or (None, None)
+    ci = "" if lo is None or hi is None or math.isnan(lo) or math.isnan(hi) else f" [{lo:.2f}, {hi:.2f}]"
+    return f"{h['mean']:.2f}{ci} (n={h['n']})"
+
+
+def fmt_share(h: dict | None) -> str:
+    """A ``helpfulness`` metric's share scored at or above its threshold (``–`` without one)."""
+    if not h or h.get("share_at_least") is None or h.get("threshold") is None:
+        return "–"
+    return f"{fmt_rate(h['share_at_least'])} ≥ {h['threshold']:g}"
+
+
+def scorer_label(h: dict) -> str:
+    """Who scored a ``helpfulness`` metric, in words."""
+    if h.get("scorer") == "reward_model":
+        return f"reward model `{h.get('scorer_model')}` (its own score units)"
+    if h.get("scorer") == "mtbench" and h.get("scorer_model"):
+        return f"MT-Bench rating 1-10 by `{h['scorer_model']}`"
+    return "MT-Bench rating 1-10"
+
+
+def _scorers(models: dict[str, dict[str, dict]]) -> list[str]:
+    return sorted({scorer_label(m["helpfulness"]) for bench in models.values() for m in bench.values()
+                   if m.get("helpfulness")})
+
+
 def _benchmarks(models: dict[str, dict[str, dict]]) -> list[str]:
     names: dict[str, str] = {}
     for bench in models.values():
@@ -69,17 +99,42 @@ def family_lines(models: dict[str, dict[str, dict]]) -> list[str]:
     return lines
 
 
+def helpfulness_lines(models: dict[str, dict[str, dict]]) -> list[str]:
+    """Helpfulness of the answered benign and borderline prompts: one row per benchmark and model,
+    its answered share next to the mean score (95% t interval, n) and the share at or above the
+    threshold; only benchmarks where some model was scored (none: no lines)."""
+    benches = [b for b in _benchmarks(models) if any(bench.get(b, {}).get("helpfulness") for bench in models.values())]
+    if not benches:
+        return []
+    lines = ["Helpfulness of the answered benign and borderline prompts, scored by "
+             + "; ".join(_scorers(models)) + ": the mean score with its 95% t interval, and the share scored "
+             "at or above the threshold (`eval.judge.helpfulness_threshold`; 95% Wilson interval).", "",
+             "| benchmark | model | answered ↑ | helpfulness ↑ | share ≥ threshold ↑ |", "|---|---|---|---|---|"]
+    for b in benches:
+        for lb, bench in models.items():
+            if b in bench:
+                h = bench[b].get("helpfulness")
+                lines.append(f"| {b} | {lb} | {fmt_rate(bench[b].get('benign_compliance'))} | {fmt_score(h)} | "
+                             f"{fmt_share(h)} |")
+    return lines
+
+
 def detail_lines(label: str, bench: dict[str, dict]) -> list[str]:
-    lines = ["| benchmark | harmful compliance | benign compliance | over-refusal | deflected | mean answer tokens | "
-             "mean reasoning tokens | s/prompt | tokens/s | leakage removed |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """One model's table: every rate per benchmark, with its helpfulness score and share at or above
+    the threshold next to compliance and deflections when helpfulness was scored."""
+    scored = any(m.get("helpfulness") for m in bench.values())
+    extra = " helpfulness | share ≥ threshold |" if scored else ""
+    lines = ["| benchmark | harmful compliance | benign compliance | over-refusal | deflected |" + extra
+             + " mean answer tokens | mean reasoning tokens | s/prompt | tokens/s | leakage removed |",
+             "|---|---|---|---|---|" + ("---|---|" if scored else "") + "---|---|---|---|---|"]
     for b in _benchmarks({label: bench}):
         m = bench[b]
         lat = m.get("latency", {})
         sp = lat.get("seconds_per_prompt")
         tps = lat.get("tokens_per_s")
+        help_cells = f"{fmt_score(m.get('helpfulness'))} | {fmt_share(m.get('helpfulness'))} | " if scored else ""
         lines.append(f"| {b} | {fmt_rate(m.get('harmful_compliance'))} | {fmt_rate(m.get('benign_compliance'))} | "
-                     f"{fmt_rate(m.get('over_refusal'))} | {fmt_rate(m.get('deflected'))} | "
+                     f"{fmt_rate(m.get('over_refusal'))} | {fmt_rate(m.get('deflected'))} | {help_cells}"
                      f"{m.get('mean_answer_tokens', 0):.1f} | "
                      f"{m.get('mean_thought_tokens', 0):.1f} | {'–' if sp is None else f'{sp:.2f}'} | "
                      f"{'–' if tps is None else f'{tps:.1f}'} | {m.get('leakage', {}).get('removed', 0)} |")
@@ -159,6 +214,9 @@ def write_suite_report(out_dir: Path, title: str, models: dict[str, dict[str, di
     fam = family_lines(models)
     if fam:
         lines += ["## Harmful compliance by jailbreak family", "", *fam, ""]
+    helpful = helpfulness_lines(models)
+    if helpful:  # eval.judge.helpfulness=true (docs/evaluation.md)
+        lines += ["## Helpfulness", "", *helpful, ""]
     for lb, bench in models.items():
         lines += [f"## Details: {lb}", "", *detail_lines(lb, bench), ""]
         leaks = {b: m["leakage"] for b, m in bench.items() if m.get("leakage", {}).get("removed")}

@@ -20,6 +20,8 @@ With ``eval.judge.helpfulness=true`` the judge also grades answers' helpfulness
 ``{answer}`` filled in; the grader ends with ``[[rating]]`` (1-10). A reply without a rating in
 1-10 scores None and is counted (:attr:`APIJudge.helpfulness_unparsed`). The evaluation scores
 the benign and borderline answers the judge counted as complied (``eval/runner.mark_helpfulness``).
+With ``eval.judge.helpfulness_model`` set a reward model scores them instead
+(``components/judges/reward_model.py``) and this judge grades no helpfulness.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ class APIJudge:
                                  error_cls=JudgeError)
         self.unparsed = 0
         self.last_scores: list[dict | None] = []
-        # helpfulness (off by default): the grading prompt is read only when it is on
-        self.helpfulness = bool(cfg.helpfulness)
+        # helpfulness (off by default): the grading prompt is read only when it is on and no reward
+        # model scores it instead (eval.judge.helpfulness_model)
+        self.helpfulness = bool(cfg.helpfulness) and not cfg.helpfulness_model
         self.helpfulness_prompt = load_helpfulness_prompt(cfg, cache) if self.helpfulness else None
         self.helpfulness_unparsed = 0
 
