@@ -347,3 +347,31 @@ def test_an_interrupted_grpo_stage_resumes_its_checkpoint_and_its_length_schedul
     g = json.loads((run_dir / "metrics.json").read_text())["stages"]["grpo"]["metrics"]
     assert g["steps"] == 3 and g["relative_param_change"] > 0
     assert [s["lambda"] for s in g["rewards_per_step"]] == pytest.approx([0.0, 0.1, 0.2])
+
+
+def test_grpo_joins_the_sweep_and_its_one_comparison_report(tmp_path):
+    sweep = tmp_path / "multirun"
+    r = run_cli("-m", "method=dpo,grpo", *TINY, f"run_dir={tmp_path}/" + "${method.name}", f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    out = sweep / "comparison"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["models"]) == ["base", "dpo/final", "grpo/final"]
+    assert [(j["method"], j["ok"]) for j in json.loads((out / "sweep.json").read_text())["jobs"]] == [
+        ("dpo", True), ("grpo", True)]
+    assert "| grpo |" in (out / "report.md").read_text()
+
+
+def test_grpo_trains_on_two_ranks_under_zero3_with_full_fine_tuning(tmp_path):
+    """The grpo stage under the run's DeepSpeed group (2 CPU ranks, gloo, ZeRO-3), every parameter
+    trained, TRL's frozen reference copy beside it; the gathered model reloads."""
+    from transformers import AutoModelForCausalLM
+
+    run_dir = tmp_path / "z3"
+    r = run_cli("method=grpo", "method.init=base", *TINY, f"run_dir={run_dir}", "distributed=zero3",
+                "distributed.num_processes=2", "trainer.finetune=full", "method.grpo.per_device_train_batch_size=4",
+                "method.rewards.helpfulness.weight=1", "method.rewards.helpfulness.scorer=grpo_scorer.TextHashScorer",
+                env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    g = json.loads((run_dir / "metrics.json").read_text())["stages"]["grpo"]["metrics"]
+    assert (g["world_size"], g["zero_stage"], g["steps"]) == (2, 3, 2) and g["relative_param_change"] > 0
+    AutoModelForCausalLM.from_pretrained(run_dir / "stages/grpo/model")
