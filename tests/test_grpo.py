@@ -270,7 +270,11 @@ def test_passed_through_grpo_fields_reach_trl(tmp_path):
     cfg = build_method(compose_cfg(["method=grpo", "method.grpo.mask_truncated_completions=true"])).config
     assert cfg.method.grpo.passthrough == {"mask_truncated_completions": True}
     kw = trl_kwargs(cfg.method.grpo, cfg.trainer, cfg.model, tmp_path, where="method.grpo.")
-    assert kw["mask_truncated_completions"] is True and kw["beta"] == 0.04 and kw["num_generations"] == 8
+    assert kw["mask_truncated_completions"] is True and kw["beta"] == 0.04 and kw["num_generations"] == 4
+    from trl import GRPOConfig
+
+    args = GRPOConfig(**{**kw, "remove_unused_columns": False})  # every field one of TRL's (as fit builds it)
+    assert (args.generation_batch_size, args.max_completion_length, args.loss_type) == (16, 160, "grpo")
     assert check_batch(GRPOSettings()) == []  # the paper's 1024 samples = 16 prompts x 64
 
 

@@ -35,6 +35,7 @@ class GRPOSettings(TRLSettings):
         "reward_weights": "from method.rewards.<name>.weight",
         "use_vllm": "from generation_backend and device (reasonalign/device.py)",
         "vllm_mode": "colocate: vLLM shares the training GPUs",
+        "restore_callback_states_from_checkpoint": "false: the length penalty restores its own state",
     }
 
     learning_rate: float = 1e-6
@@ -98,7 +99,7 @@ def train_grpo(init_dir: str, rows: list[dict], out_dir: Path, model_cfg: ModelC
     funcs = [f for f, _ in rewards]
     keys = (*LOG_KEYS, *(f"rewards/{f.__name__}/mean" for f in funcs))
     fixed = {"remove_unused_columns": False, "reward_weights": [float(w) for _, w in rewards],
-             **generation_args(generation_backend)}
+             "restore_callback_states_from_checkpoint": False, **generation_args(generation_backend)}
     metrics = T.fit("GRPO", GRPOTrainer, GRPOConfig, settings, rows, ("prompt", "label"), init_dir, out_dir,
                     model_cfg, trainer_cfg, deepspeed, keys, config_fixed=fixed, extra_callbacks=tuple(callbacks),
                     where=where, reward_funcs=funcs)
