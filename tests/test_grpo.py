@@ -3,6 +3,7 @@ penalty's schedule per step and across a resume, the config and its start-up che
 branch (faked), and real GRPO runs on tiny-random through the CLI whose policy changes."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from reasonalign.components.length import LengthSchedule, lambda_at
 from reasonalign.components.rewards import (
     FormatReward,
     HelpfulnessReward,
+    HelpfulnessRewardConfig,
     LengthPenalty,
     LengthPenaltyCallback,
     LengthReward,
@@ -172,6 +174,25 @@ def test_helpfulness_hook_scores_benign_answers_only():
     assert got[0] is None and got[1] > got[2] > 0
 
 
+def test_the_helpfulness_hook_takes_the_evaluations_reward_model(tiny_reward_model):
+    """scorer=judge: eval.judge.helpfulness_model's reward model (the evaluation's helpfulness
+    scorer) scores the answer after the thought, squashed into (0, 1)."""
+    judge = JudgeConfig(helpfulness_model=tiny_reward_model)
+    (funcs, _) = reward_functions(RewardsConfig(helpfulness=HelpfulnessRewardConfig(weight=1.0)), judge_cfg=judge,
+                                  cot_cfg=CoTConfig(), rules_name="default", style=None)
+    h = dict((f.__name__, f) for f, _ in funcs)["helpfulness"]
+    from reasonalign.components.judges.reward_model import RewardModelScorer
+
+    raw = RewardModelScorer(judge).score_helpfulness([BENIGN[0]["content"]], [POEM])[0]
+    got = h([BENIGN, BENIGN, HARMFUL], [turn(FMT.compose("Initial assessment: fine.", POEM)), turn("Ok."), turn(COMPLY)],
+            label=["benign", "borderline", "harmful"])
+    assert got[0] == pytest.approx(1 / (1 + math.exp(-raw)))  # the thought is not scored
+    assert 0 < got[1] < 1 and got[1] != got[0] and got[2] is None
+    assert RewardsConfig(helpfulness=HelpfulnessRewardConfig(weight=1.0)).problems(judge) == []
+    assert "needs a helpfulness scorer" in RewardsConfig(helpfulness=HelpfulnessRewardConfig(weight=1.0)).problems(
+        JudgeConfig())[0]
+
+
 def test_reward_functions_follow_the_config(tmp_path):
     cfg = RewardsConfig()
     judge = JudgeConfig()
@@ -242,7 +263,7 @@ def test_a_model_directory_as_init_is_fingerprinted_by_its_files(tmp_path):
     ("method.grpo.num_generations=1", "method.grpo.num_generations=1: GRPO compares at least 2"),
     ("method.grpo.bta=0.1", "method.grpo.bta: not a field of trl.GRPOConfig (did you mean beta?)"),
     ("method.grpo.use_vllm=true", "method.grpo.use_vllm: set by reasonalign"),
-    ("method.rewards.helpfulness.weight=1", "helpfulness.scorer=api needs judge=api"),
+    ("method.rewards.helpfulness.weight=1", "helpfulness.scorer=judge needs a helpfulness scorer in eval.judge"),
     ("method.rewards.helpfulness.scorer=no.such.Scorer", "scorer='no.such.Scorer' cannot be loaded"),
     ("method.rewards.safety.weight=-1", "method.rewards.safety.weight=-1.0: must be >= 0"),
     ("method.rewards.length.schedule.kind=often", "length schedule kind 'often' is not one of"),
@@ -313,10 +334,11 @@ def run_cli(*args, env=None):
     return r
 
 
-def test_grpo_from_erpos_warm_start_changes_the_policy_through_the_cli(tmp_path):
+def test_grpo_from_erpos_warm_start_changes_the_policy_through_the_cli(tmp_path, tiny_reward_model):
     run_dir = tmp_path / "grpo"
+    # the helpfulness hook on, with a (tiny, random) reward model: the evaluation's helpfulness scorer
     r = run_cli("method=grpo", *TINY, f"run_dir={run_dir}", "method.rewards.helpfulness.weight=0.5",
-                "method.rewards.helpfulness.scorer=grpo_scorer.TextHashScorer")
+                f"eval.judge.helpfulness_model={tiny_reward_model}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert list(m["stages"]) == ["prompts", "base_responses", "erpo_data", "sft", "grpo", "eval_base", "eval_init",

@@ -42,7 +42,7 @@ from reasonalign.components.length import LengthSchedule, LengthScheduler, lengt
 
 log = logging.getLogger("reasonalign.rewards")
 
-HELPFULNESS_API = "api"
+HELPFULNESS_JUDGE = "judge"
 
 
 @dataclass
@@ -67,9 +67,10 @@ class LengthRewardConfig:
 @dataclass
 class HelpfulnessRewardConfig:
     weight: float = 0.0  # off: no scorer is built or asked
-    # api: the API judge's MT-Bench rating (needs judge=api); or the dotted path of a class built as
-    # cls(this node) with score(prompts, responses) -> list[float | None] in [0, 1] (a reward model)
-    scorer: str = HELPFULNESS_API
+    # judge: what scores helpfulness in the evaluation (eval.judge.helpfulness_model, a reward model,
+    # with any judge; else judge=api's MT-Bench rating); or the dotted path of a class built as
+    # cls(this node) with score(prompts, responses) -> list[float | None] in [0, 1]
+    scorer: str = HELPFULNESS_JUDGE
 
 
 @dataclass
@@ -86,16 +87,19 @@ class RewardsConfig:
         return [n for n in ("safety", "format", "length", "helpfulness")
                 if getattr(self, n).weight > 0 and (n != "format" or style)]
 
-    def problems(self, judge_kind: str | None, where: str = "method.rewards.") -> list[str]:
+    def problems(self, judge_cfg, where: str = "method.rewards.") -> list[str]:
+        """What is wrong with these rewards next to the run's ``eval.judge`` (``judge_cfg``)."""
         from reasonalign.config import ConfigError
         from reasonalign.targets import resolve_target
 
         out = [f"{where}{n}.weight={getattr(self, n).weight}: must be >= 0"
                for n in ("safety", "format", "length", "helpfulness") if getattr(self, n).weight < 0]
         h = self.helpfulness
-        if h.weight > 0 and h.scorer == HELPFULNESS_API and judge_kind != "api":
-            out.append(f"{where}helpfulness.scorer=api needs judge=api (the API judge rates the answers)")
-        elif h.weight > 0 and h.scorer != HELPFULNESS_API:
+        if h.weight > 0 and h.scorer == HELPFULNESS_JUDGE and not (
+                getattr(judge_cfg, "helpfulness_model", None) or getattr(judge_cfg, "kind", None) == "api"):
+            out.append(f"{where}helpfulness.scorer=judge needs a helpfulness scorer in eval.judge: "
+                       f"eval.judge.helpfulness_model (a reward model) or judge=api (its MT-Bench rating)")
+        elif h.weight > 0 and h.scorer != HELPFULNESS_JUDGE:
             try:
                 resolve_target(h.scorer, f"{where}helpfulness.scorer", "score")
             except ConfigError as e:
@@ -128,7 +132,7 @@ def reward_functions(cfg: RewardsConfig, *, judge_cfg, cot_cfg, rules_name: str,
             callbacks.append(LengthPenaltyCallback(cfg.length.schedule, penalty))
         else:
             h = cfg.helpfulness
-            scorer = (APIHelpfulness(judge_cfg, cot_cfg.close_tag) if h.scorer == HELPFULNESS_API
+            scorer = (JudgeHelpfulness(judge_cfg, cot_cfg.close_tag) if h.scorer == HELPFULNESS_JUDGE
                       else build(resolve_target(h.scorer, "method.rewards.helpfulness.scorer", "score"), h))
             out.append((HelpfulnessReward(scorer), weight))
     return out, callbacks
@@ -324,21 +328,32 @@ class HelpfulnessReward:
         return out
 
 
-class APIHelpfulness:
-    """The shipped scorer of the helpfulness hook: the API judge's MT-Bench single-answer rating
-    (1-10, :meth:`~reasonalign.components.judges.api.APIJudge.score_helpfulness`) of the answer
-    after the thought, mapped to [0, 1] as ``(rating - 1) / 9``."""
+class JudgeHelpfulness:
+    """The shipped scorer of the helpfulness hook: what scores helpfulness in the evaluation
+    (:func:`~reasonalign.components.judges.helpfulness_scorer` of ``eval.judge``), on the answer
+    after the thought, mapped to [0, 1]: a reward model's raw score (``eval.judge.helpfulness_model``)
+    through the logistic function, the API judge's MT-Bench rating (1-10) as ``(rating - 1) / 9``."""
 
     def __init__(self, judge_cfg, reasoning_end: str | None = "</think>"):
         from dataclasses import replace
 
-        from reasonalign.components.judges.api import APIJudge
+        from reasonalign.components.judges import get_judge, helpfulness_scorer
+        from reasonalign.config import ConfigError
 
-        self.judge = APIJudge(replace(judge_cfg, helpfulness=True))
+        spec = replace(judge_cfg, helpfulness=True)
+        self.reward_model = bool(getattr(spec, "helpfulness_model", None))
+        self.scorer = helpfulness_scorer(spec, None if self.reward_model else get_judge(spec))
+        if self.scorer is None:
+            raise ConfigError("method.rewards.helpfulness.scorer=judge: eval.judge scores no helpfulness (set "
+                              "eval.judge.helpfulness_model or use judge=api)")
         self.reasoning_end = reasoning_end
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:
+        import math
+
         from reasonalign.components.judges.deflection import answer_text
 
-        ratings = self.judge.score_helpfulness(list(prompts), [answer_text(r, self.reasoning_end) for r in responses])
-        return [None if r is None else (min(max(r, 1.0), 10.0) - 1.0) / 9.0 for r in ratings]
+        raw = self.scorer.score_helpfulness(list(prompts), [answer_text(r, self.reasoning_end) for r in responses])
+        if self.reward_model:
+            return [None if r is None else 1.0 / (1.0 + math.exp(-max(min(r, 50.0), -50.0))) for r in raw]
+        return [None if r is None else (min(max(r, 1.0), 10.0) - 1.0) / 9.0 for r in raw]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reasonalign.components.grpo import GRPOSettings
-from reasonalign.components.rewards import RewardsConfig
+from reasonalign.components.rewards import HELPFULNESS_JUDGE, RewardsConfig
 from reasonalign.config import ConfigError, MethodConfig, check_trl_fields
 from reasonalign.methods.base import Method
 from reasonalign.methods.erpo import ERPOConfig, ERPOMethod
@@ -107,7 +107,7 @@ class GRPOMethod(Method):
         problems += check_batch(m.grpo)
         if m.grpo.beta < 0:
             problems.append(f"method.grpo.beta={m.grpo.beta}: must be >= 0")
-        problems += m.rewards.problems(self.config.eval.judge.kind)
+        problems += m.rewards.problems(self.config.eval.judge)
         if not m.rewards.active(self.style()):
             problems.append("method.rewards: every weight is 0 (or only format's, for a policy that does not reason)")
         if problems:
@@ -155,7 +155,8 @@ class GRPOMethod(Method):
         keys = ["model", "method.grpo", "method.rewards", "method.balance_labels", "method.seed", "eval.judge",
                 *(("cot", "rules") if style else ())]
         extra = {"style": style, "init_model": None if init or m.init == "base" else model_dir_fingerprint(m.init),
-                 **(helpfulness_fingerprint(replace(c.eval.judge, helpfulness=True)) if h.weight > 0 else {})}
+                 **(helpfulness_fingerprint(replace(c.eval.judge, helpfulness=True))
+                    if h.weight > 0 and h.scorer == HELPFULNESS_JUDGE else {})}
         return Stage(FINAL, run, deps=[PROMPTS] + ([init] if init else []), distributed=True,
                      config=self.common.slice(*keys, **extra, **trainer))
 
