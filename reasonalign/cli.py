@@ -45,7 +45,10 @@ def build_method(cfg: DictConfig):
     cls = get_method(name)
     # resolved in the run's config first: a method key may follow a top-level one (seed: ${seed})
     node = OmegaConf.create(OmegaConf.to_container(cfg.method, resolve=True))
-    mcfg = OmegaConf.to_object(validate_method_config(node, cls.Config))
+    try:  # a dataclass's own check (__post_init__, e.g. a length schedule's kind) fails in one line too
+        mcfg = OmegaConf.to_object(validate_method_config(node, cls.Config))
+    except ValueError as e:
+        raise ConfigError(f"method {name}: {e}") from None
     return cls(cfg, mcfg)
 
 

@@ -129,31 +129,22 @@ TRL_SET_BY_REASONALIGN = {
 }
 
 
-@dataclass
-class SFTSettings:
-    """``trainer.sft``: the ``trl.SFTConfig`` fields reasonalign gives its own defaults, and any other
-    ``trl.SFTConfig`` field, passed through as given (``trainer.sft.packing=true``,
-    ``trainer.sft.neftune_noise_alpha=5``). A key that is no field of TRL's config, or one of the
-    :data:`TRL_SET_BY_REASONALIGN`, fails at start-up (:func:`check_trl_fields`).
+class TRLSettings:
+    """A settings node of TRL config fields, passed through: the base of ``trainer.sft`` /
+    ``trainer.dpo`` (:class:`SFTSettings`, :class:`DPOSettings`) and of a method's own TRL settings
+    (a plugin's, e.g. GRPO's ``method.grpo``). A subclass is a dataclass naming its TRL config class
+    (``trl_config``) with the fields it gives its own defaults, plus ``passthrough``; any other field
+    of that TRL class passes through as given. A key that is no field of TRL's config, or one
+    reasonalign sets itself (:data:`TRL_SET_BY_REASONALIGN`, and the class's own
+    ``set_by_reasonalign``), fails at start-up (:func:`check_trl_fields`).
 
-    The config node is open (struct off, :func:`schema_node`); :func:`OmegaConf.to_object` sets a
-    passed-through key as an attribute, which lands in :attr:`passthrough`, a dataclass field (so
-    ``dataclasses.replace`` keeps it) that is no key of the node."""
+    Wherever such a node sits in a config dataclass, it is open (struct off, :func:`schema_node`);
+    :func:`OmegaConf.to_object` sets a passed-through key as an attribute, which lands in
+    ``passthrough``, a dataclass field (so ``dataclasses.replace`` keeps it) that is no key of the node."""
 
-    trl_config: ClassVar[str] = "SFTConfig"
-
-    learning_rate: float = 2e-4
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    warmup_steps: float = 0.0  # steps, or a fraction in [0, 1) of all steps
-    lr_scheduler_type: str = "constant"
-    logging_steps: int = 1
-    gradient_checkpointing: bool = False
-    # the further TRL fields given, by name; reasonalign's own defaults are the fields above
-    passthrough: dict[str, Any] = field(default_factory=dict, metadata={"omegaconf_ignore": True})
+    trl_config: ClassVar[str] = ""
+    # TRL fields a subclass's wrapper sets itself, over TRL_SET_BY_REASONALIGN: field -> where its value comes from
+    set_by_reasonalign: ClassVar[dict[str, str]] = {}
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_") or name in _field_names(type(self)):
@@ -175,6 +166,28 @@ class SFTSettings:
 
 
 @dataclass
+class SFTSettings(TRLSettings):
+    """``trainer.sft``: the ``trl.SFTConfig`` fields reasonalign gives its own defaults, and any other
+    ``trl.SFTConfig`` field, passed through as given (``trainer.sft.packing=true``,
+    ``trainer.sft.neftune_noise_alpha=5``); see :class:`TRLSettings`."""
+
+    trl_config: ClassVar[str] = "SFTConfig"
+
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    warmup_steps: float = 0.0  # steps, or a fraction in [0, 1) of all steps
+    lr_scheduler_type: str = "constant"
+    logging_steps: int = 1
+    gradient_checkpointing: bool = False
+    # the further TRL fields given, by name; reasonalign's own defaults are the fields above
+    passthrough: dict[str, Any] = field(default_factory=dict, metadata={"omegaconf_ignore": True})
+
+
+@dataclass
 class DPOSettings(SFTSettings):
     """SFT's settings, a lower default learning rate, and DPO's own; any other ``trl.DPOConfig``
     field passes through (``trainer.dpo.label_smoothing=0.1``)."""
@@ -193,10 +206,11 @@ def _field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
 
 
-def check_trl_fields(settings: type[SFTSettings], keys, where: str) -> None:
-    """Each of ``keys`` (``trainer.sft`` / ``trainer.dpo`` keys beyond ``settings``' own fields) is a
-    field of TRL's config class that reasonalign does not set itself; else a one-line ConfigError
-    naming ``where<key>`` (``where``: e.g. ``"trainer.dpo."``). TRL is imported only when there are keys."""
+def check_trl_fields(settings: type[TRLSettings], keys, where: str) -> None:
+    """Each of ``keys`` (``trainer.sft`` / ``trainer.dpo`` / a method's TRL settings keys beyond
+    ``settings``' own fields) is a field of TRL's config class that reasonalign does not set itself;
+    else a one-line ConfigError naming ``where<key>`` (``where``: e.g. ``"trainer.dpo."``). TRL is
+    imported only when there are keys."""
     import difflib
 
     keys = list(keys)
@@ -205,13 +219,14 @@ def check_trl_fields(settings: type[SFTSettings], keys, where: str) -> None:
     import trl
 
     name = settings.trl_config
+    fixed = {**TRL_SET_BY_REASONALIGN, **settings.set_by_reasonalign}
     trl_fields = {f.name for f in fields(getattr(trl, name)) if f.init}
     for key in keys:
-        if key in TRL_SET_BY_REASONALIGN:
-            raise ConfigError(f"{where}{key}: set by reasonalign ({TRL_SET_BY_REASONALIGN[key]}), not a "
+        if key in fixed:
+            raise ConfigError(f"{where}{key}: set by reasonalign ({fixed[key]}), not a "
                               f"pass-through field of trl.{name}")
         if key not in trl_fields:
-            close = difflib.get_close_matches(key, sorted(trl_fields - set(TRL_SET_BY_REASONALIGN)), n=1)
+            close = difflib.get_close_matches(key, sorted(trl_fields - set(fixed)), n=1)
             raise ConfigError(f"{where}{key}: not a field of trl.{name}"
                               + (f" (did you mean {close[0]}?)" if close else ""))
 
@@ -537,11 +552,12 @@ class MethodConfig:
 
 
 def schema_node(schema: type | None = None) -> DictConfig:
-    """``schema`` (default :class:`Config`) as the structured config Hydra composes into, its
-    trainer settings nodes (:class:`SFTSettings`, ``trainer.sft`` / ``trainer.dpo``) open: a key
-    that is none of their fields is taken there (``trainer.dpo.label_smoothing=0.1`` on the command
-    line or in a YAML, no ``+``) and checked against TRL's config by :func:`check_known_keys`.
-    Every other node stays closed, and the typed fields keep their types and defaults."""
+    """``schema`` (default :class:`Config`; or a method's config dataclass) as the structured config
+    Hydra composes into, its TRL settings nodes (:class:`TRLSettings`: ``trainer.sft`` /
+    ``trainer.dpo``, a method's own such as ``method.grpo``) open: a key that is none of their fields
+    is taken there (``trainer.dpo.label_smoothing=0.1`` on the command line or in a YAML, no ``+``)
+    and checked against TRL's config by :func:`check_known_keys`. Every other node stays closed, and
+    the typed fields keep their types and defaults."""
     node = OmegaConf.structured(schema or Config)
 
     def open_settings(n: DictConfig) -> None:
@@ -550,7 +566,7 @@ def schema_node(schema: type | None = None) -> DictConfig:
             if not isinstance(child, DictConfig) or child._is_none() or child._is_missing():
                 continue
             kind = OmegaConf.get_type(child)
-            if isinstance(kind, type) and issubclass(kind, SFTSettings):
+            if isinstance(kind, type) and issubclass(kind, TRLSettings):
                 OmegaConf.set_struct(child, False)
             elif is_dataclass(kind):
                 open_settings(child)
@@ -565,7 +581,8 @@ def register_configs(schema: type | None = None) -> None:
     dataclass as ``method/base_<name>``, which ``conf/method/<name>.yaml`` extends
     (``defaults: [base_<name>, _self_]``): the dataclass holds each default once, the YAML only what
     differs, ``--cfg job`` prints every key and a misspelled ``method.<key>`` fails as Hydra
-    composes. A method that fails to load is left out here; selecting it says why."""
+    composes (a method's TRL settings nodes, :class:`TRLSettings`, open as the trainer's are). A
+    method that fails to load is left out here; selecting it says why."""
     from importlib.metadata import entry_points
 
     from hydra.core.config_store import ConfigStore
@@ -578,22 +595,22 @@ def register_configs(schema: type | None = None) -> None:
         except Exception:  # a broken plugin must not break every other method's start-up
             continue
         if method_schema is not None:
-            cs.store(group="method", name=f"base_{ep.name}", node=method_schema)
+            cs.store(group="method", name=f"base_{ep.name}", node=schema_node(method_schema))
 
 
 def check_known_keys(node: DictConfig, where: str = "") -> None:
     """Every key of a composed config belongs to its dataclass: Hydra's ``+key=value`` (which its
     own error message suggests for a typo) can add a key the schema does not have, which would
     otherwise be accepted and ignored. Free-form ``dict`` fields (``config_overrides``) take any
-    key; a trainer settings node (``trainer.sft``, ``trainer.dpo``) takes the fields of TRL's
-    config class too (:func:`check_trl_fields`)."""
+    key; a TRL settings node (``trainer.sft``, ``trainer.dpo``, a method's own) takes the fields of
+    TRL's config class too (:func:`check_trl_fields`)."""
     from omegaconf import ListConfig
 
     schema = OmegaConf.get_type(node)
     if is_dataclass(schema):
         names = {f.name for f in fields(schema) if not f.metadata.get("omegaconf_ignore")}
         unknown = [key for key in node.keys() if key not in names]
-        if unknown and issubclass(schema, SFTSettings):
+        if unknown and issubclass(schema, TRLSettings):
             check_trl_fields(schema, unknown, where)
         elif unknown:
             raise ConfigError(f"unknown key {where}{unknown[0]}: {schema.__name__} has no such field (a typo? "
@@ -609,8 +626,9 @@ def check_known_keys(node: DictConfig, where: str = "") -> None:
 
 
 def validate_method_config(node: DictConfig | dict, schema: type) -> DictConfig:
-    """Merge a ``method`` node into its method's dataclass; an unknown key fails with its name."""
-    base = OmegaConf.structured(schema)
+    """Merge a ``method`` node into its method's dataclass; an unknown key fails with its name (but
+    in a TRL settings node, whose keys :func:`check_trl_fields` checks against TRL's config)."""
+    base = schema_node(schema)
     OmegaConf.set_struct(base, True)
     try:
         merged = OmegaConf.merge(base, node)

@@ -105,6 +105,7 @@ CPU_RECIPES = {
     "erpo-smollm2-135m-vhead": ("docs/methods/erpo.md", "run_dir=runs/erpo-vhead-s2head", []),
     "saro-smollm2-135m-vhead": ("docs/methods/saro.md", "run_dir=runs/saro-vhead-b32v2",
                                 ["method.analysis=true", "method.evaluate_rw=true", "eval.evaluate_base=true"]),
+    "grpo-smollm2-135m-erpo": ("docs/methods/grpo.md", "run_dir=runs/grpo-cpu", []),
 }
 REPORT_ONLY_STAGES = ("eval_", "analysis_")
 

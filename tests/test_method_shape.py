@@ -32,6 +32,10 @@ CONFIGS: dict[str, tuple[str | None, list[str]]] = {
     "erpo/verdict_head": (None, ["method=erpo", *VERDICT_FIRST]),
     "saro/policy_rejected": (None, ["method=saro", "method.srpo.rejected_source=policy"]),
     "saro/verdict_head": (None, ["method=saro", *VERDICT_FIRST]),
+    **{f"grpo/{model}": (None, ["method=grpo", f"model={model}"]) for model in ("smollm2-135m", "tiny-random")},
+    "grpo/saro_rw": (None, ["method=grpo", "method.init=saro_rw"]),
+    "grpo/base": (None, ["method=grpo", "method.init=base"]),
+    "recipe:grpo-smollm2-135m-erpo": ("grpo-smollm2-135m-erpo", []),
 }
 
 
@@ -84,6 +88,7 @@ if __name__ == "__main__" and "--write" in sys.argv:
     (["method=sft"], "sft"), (["method=dpo"], "dpo"), (["method=dpo", "method.sft_warmup=false"], "dpo"),
     (["method=erpo"], "lcpo_3"), (["method=erpo", "method.lcpo.iterations=0"], "dpo"),
     (["method=erpo", *VERDICT_FIRST], "lcpo_3"), (["method=saro"], "srpo"), (["method=saro", *VERDICT_FIRST], "srpo"),
+    (["method=grpo"], "grpo"), (["method=grpo", "method.init=base"], "grpo"),
 ])
 def test_final_stage_is_the_last_training_stage(overrides, final):
     assert build_method(compose_config(None, overrides)).final_stage == final

@@ -25,12 +25,15 @@ from reasonalign.distributed import active, after_training, barrier, is_main, wo
 log = logging.getLogger("reasonalign.training")
 
 def trl_kwargs(settings: Any, trainer_cfg: TrainerConfig, model_cfg: ModelConfig, output_dir: Path,
-               deepspeed: dict | str | None = None) -> dict:
-    """Keyword arguments for ``trl.SFTConfig``/``trl.DPOConfig``: every field of the settings
-    (``trainer.sft`` / ``trainer.dpo``: reasonalign's defaults and the passed-through TRL fields),
-    then the fields reasonalign sets itself (:data:`~reasonalign.config.TRL_SET_BY_REASONALIGN`)."""
-    check_trl_fields(type(settings), settings.passthrough,
-                     "trainer.dpo." if isinstance(settings, DPOSettings) else "trainer.sft.")
+               deepspeed: dict | str | None = None, where: str | None = None) -> dict:
+    """Keyword arguments for TRL's config class (``trl.SFTConfig``, ``trl.DPOConfig``, a method's
+    own): every field of the settings (``trainer.sft`` / ``trainer.dpo`` / a method's
+    :class:`~reasonalign.config.TRLSettings`: reasonalign's defaults and the passed-through TRL
+    fields), then the fields reasonalign sets itself (:data:`~reasonalign.config.TRL_SET_BY_REASONALIGN`).
+    ``where``: the settings' config key, for error messages (default ``trainer.sft.`` / ``trainer.dpo.``)."""
+    if where is None:
+        where = "trainer.dpo." if isinstance(settings, DPOSettings) else "trainer.sft."
+    check_trl_fields(type(settings), settings.passthrough, where)
     kw = settings.trl_fields()
     for k in ("loss_type", "loss_weights"):
         if isinstance(kw.get(k), (list, tuple)):
@@ -266,9 +269,15 @@ def cleanup_checkpoints(output_dir: Path) -> None:
 
 def fit(name: str, trainer_cls, config_cls, settings, rows: list[dict], columns: tuple[str, ...],
         init_dir: str, out_dir: Path, model_cfg: ModelConfig, trainer_cfg: TrainerConfig,
-        deepspeed: dict | str | None, summary_keys: tuple[str, ...], **trainer_kwargs) -> dict:
-    """What the SFT and DPO wrappers share: build the TRL trainer, train (resuming from the last
-    checkpoint), save the final model, write the loss log and return the stage metrics."""
+        deepspeed: dict | str | None, summary_keys: tuple[str, ...], *, config_defaults: dict | None = None,
+        config_fixed: dict | None = None, extra_callbacks: tuple = (), where: str | None = None,
+        **trainer_kwargs) -> dict:
+    """What the training wrappers (SFT, DPO, a method's own) share: build the TRL trainer, train
+    (resuming from the last checkpoint), save the final model, write the loss log and return the
+    stage metrics. ``config_defaults``: the wrapper's defaults for TRL fields the settings do not
+    list (a passed-through value wins); ``config_fixed``: TRL fields the wrapper sets over
+    everything (its settings class's ``set_by_reasonalign``); ``extra_callbacks``: the wrapper's
+    own ``TrainerCallback`` objects; ``where``: the settings' config key, for error messages."""
     from datasets import Dataset
 
     from reasonalign.distributed import after_training, check_can_train, trainer_deepspeed
@@ -283,15 +292,14 @@ def fit(name: str, trainer_cls, config_cls, settings, rows: list[dict], columns:
         deepspeed = trainer_deepspeed()  # the run's distributed=zero* setting, if any
     tokenizer = load_tokenizer(model_cfg, init_dir)
     tokenizer.padding_side = "right"
-    # the wrapper's defaults for TRL fields the settings do not list; a passed-through value wins
-    defaults = trainer_kwargs.pop("config_defaults", {})
     # the arguments first: under ZeRO-3 they make from_pretrained load the weights already sharded
-    args = config_cls(**{**defaults, **trl_kwargs(settings, trainer_cfg, model_cfg, work, deepspeed)})
+    args = config_cls(**{**(config_defaults or {}), **trl_kwargs(settings, trainer_cfg, model_cfg, work, deepspeed,
+                                                                   where), **(config_fixed or {})})
     model = load_model(model_cfg, init_dir, for_training=True)
     data = Dataset.from_list([{k: r[k] for k in columns} for r in rows])
     peft_config = lora_config(trainer_cfg.lora) if trainer_cfg.finetune == "lora" else None
     trainer = trainer_cls(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=callbacks(), **trainer_kwargs)
+                          peft_config=peft_config, callbacks=[*callbacks(), *extra_callbacks], **trainer_kwargs)
     before = parameter_snapshot(trainer.model)
     resume = last_checkpoint(work)
     if resume:

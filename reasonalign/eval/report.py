@@ -102,6 +102,9 @@ def write_report(run_dir: Path, method: str, results: dict[str, StageResult], mo
             mar = m.get("rewards/margins", {})
             lines.append(f"| {n} | {m['steps']} | {_pair(loss)} | {_pair(mar)} | {m.get('relative_param_change', 0):.4f} |")
         lines.append("")
+    for n, r in results.items():  # on-policy training (GRPO): each reward's mean per optimizer step
+        if r.metrics.get("rewards_per_step"):
+            lines += _reward_lines(n, r.metrics)
     analyses = {n: r for n, r in results.items() if n.startswith("analysis_") and "knn_purity" in r.metrics}
     if analyses:
         lines += ["## Embedding-space analysis (held-out prompts, harmful vs not)", "",
@@ -148,3 +151,26 @@ def _pair(d: dict) -> str:
     if not d:
         return "–"
     return f"{d['first_quarter_mean']:.3f} → {d['last_quarter_mean']:.3f}"
+
+
+def _reward_lines(stage: str, m: dict) -> list[str]:
+    """A table of an on-policy stage's rewards per step (``rewards_per_step``: each reward's mean
+    over the step's samples, the weighted total, the length penalty's lambda, completion tokens)."""
+    weights = m.get("rewards") or {}
+    steps = m["rewards_per_step"]
+    names = list(weights) or sorted({k for s in steps for k in s} - {"step", "reward", "lambda", "completion_tokens"})
+
+    def cell(v, digits: int = 3) -> str:
+        return "–" if v is None else f"{v:.{digits}f}"
+
+    lines = [f"## Rewards per step: `{stage}`", "",
+             "Each reward's mean over the step's samples (before its weight), the weighted total, the length "
+             "penalty's λ and the mean completion tokens; weights: "
+             + (", ".join(f"{k} {v:g}" for k, v in weights.items()) or "–") + ".", "",
+             "| step | total | " + " | ".join(names) + " | length λ | completion tokens |",
+             "|---|---|" + "---|" * len(names) + "---|---|"]
+    for s in steps:
+        cells = [cell(s.get("reward")), *(cell(s.get(k)) for k in names), cell(s.get("lambda")),
+                 cell(s.get("completion_tokens"), 1)]
+        lines.append(f"| {s['step']} | " + " | ".join(cells) + " |")
+    return lines + [""]

@@ -40,6 +40,7 @@ from reasonalign.pipeline import Stage, StageContext, read_jsonl, write_jsonl
 log = logging.getLogger("reasonalign.erpo")
 
 DATA = "erpo_data"
+STAGE1 = "sft"  # the stage-1 (ex-ante SFT) model
 
 
 @dataclass
@@ -76,10 +77,9 @@ class ERPOMethod(Method):
         s, m = self.common, self.config.method
         # ours, optional: the stage-2 model's verdict head opens stage 3's samples, eval_dpo and eval_final
         head = s.verdict_head("dpo")
-        stages = [s.prompts(), s.base_responses(),
-                  self.data_stage(), s.sft("sft", data=(DATA, "sft.jsonl")),  # 1: ex-ante reasoning SFT
+        stages = [s.prompts(), s.base_responses(), *self.stage1(),  # 1: ex-ante reasoning SFT
                   # 2: DPO on safety, usefulness and efficiency pairs
-                  s.dpo("dpo", data=(DATA, "pairs.jsonl"), init="sft", trainer=m.dpo.apply(self.config.trainer)),
+                  s.dpo("dpo", data=(DATA, "pairs.jsonl"), init=STAGE1, trainer=m.dpo.apply(self.config.trainer)),
                   *head.stages]
         prev = "dpo"
         for t in range(1, m.lcpo.iterations + 1):  # 3: LCPO: sample, judge, score, pair; DPO
@@ -87,7 +87,7 @@ class ERPOMethod(Method):
             prev = f"lcpo_{t}"
         evals = s.evaluation(final=prev, head=head)
         if m.evaluate_stage1:
-            evals.insert(-1, s.eval_stage("eval_sft", "sft"))
+            evals.insert(-1, s.eval_stage("eval_sft", STAGE1))
         if m.evaluate_stage2 and prev != "dpo":
             evals.insert(-1, s.eval_stage("eval_dpo", "dpo", head=head))
         return stages + evals
@@ -98,6 +98,12 @@ class ERPOMethod(Method):
                                                           "verdict_head": m.verdict_head.enabled})
         if problems:
             raise ConfigError("method erpo: " + "; ".join(problems))
+
+    def stage1(self) -> list[Stage]:
+        """Stage 1 after ``prompts`` and ``base_responses``: the teacher's data (``erpo_data``) and the
+        ex-ante SFT on it (``sft``, :data:`STAGE1`), whose model the later stages start from; also a
+        warm start for other methods (GRPO's ``init: erpo_sft``)."""
+        return [self.data_stage(), self.common.sft(STAGE1, data=(DATA, "sft.jsonl"))]
 
     def data_stage(self) -> Stage:
         """Stage 1's data: the teacher's ex-ante thoughts (correct, concise, verbose and the wrong

@@ -82,8 +82,8 @@ class SaROMethod(Method):
         s, m = self.common, self.config.method
         # ours, optional: the SRPO model's verdict head opens eval_final's chains
         trainer, ev, head = self.stage_trainer(), self.stage_eval(), s.verdict_head(FINAL)
-        stages = [s.prompts(), s.base_responses(), self.data_stage(),  # 1: long-chain data (shortest of N)
-                  s.sft(RW, data=(DATA, "rw.jsonl"), trainer=m.sft.apply(trainer)),  # 2: reasoning-style warmup
+        # 1: long-chain data (shortest of N); 2: reasoning-style warmup
+        stages = [s.prompts(), s.base_responses(), *self.warmup(),
                   self.pairs_stage(),  # 3: process- and outcome-level pairs; 4: DPO on them
                   s.dpo(FINAL, data=(PAIRS, "pairs.jsonl"), init=RW, trainer=m.dpo.apply(trainer)), *head.stages]
         evals = s.evaluation(final=FINAL, eval_cfg=ev, head=head)
@@ -109,6 +109,13 @@ class SaROMethod(Method):
             problems.append(f"embedding.pooling must be one of {', '.join(POOLINGS)} (got {m.embedding.pooling!r})")
         if problems:
             raise ConfigError("method saro: " + "; ".join(problems))
+
+    def warmup(self) -> list[Stage]:
+        """Stages 1-2 after ``prompts`` and ``base_responses``: the long-chain data (``saro_data``) and
+        the reasoning-style warmup SFT on it (``rw_sft``, the RW model); also a warm start for other
+        methods (GRPO's ``init: saro_rw``)."""
+        return [self.data_stage(), self.common.sft(RW, data=(DATA, "rw.jsonl"),
+                                                   trainer=self.config.method.sft.apply(self.stage_trainer()))]
 
     def stage_trainer(self):
         """``trainer`` with SaRO's ``max_length`` (if set) for both SFT and DPO."""
