@@ -277,6 +277,17 @@ def test_bad_input_fails_at_start_up_naming_the_key(override, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_the_step_schedule_has_no_iterations_key_its_length_is_the_runs_steps():
+    from reasonalign.components.rewards import StepSchedule
+
+    with pytest.raises(Exception, match="iterations"):
+        compose_cfg(["method=grpo", "method.rewards.length.schedule.iterations=5"])
+    step = StepSchedule(kind="cosine", lambda_end=0.4)
+    assert step.over(7) == LengthSchedule(kind="cosine", lambda_end=0.4, iterations=7)
+    with pytest.raises(ValueError, match="lambda_end"):
+        StepSchedule(lambda_end=2.0)
+
+
 def test_the_cli_stops_a_bad_init_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "reasonalign", "method=grpo", "method.init=nowhere", *TINY,
                         f"run_dir={tmp_path}/r"], capture_output=True, text=True, timeout=300, cwd=ROOT)

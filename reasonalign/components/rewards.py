@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from transformers import TrainerCallback
@@ -57,11 +57,33 @@ class FormatRewardConfig:
 
 
 @dataclass
+class StepSchedule:
+    """A :class:`~reasonalign.components.length.LengthSchedule` walked once per optimizer step: the
+    same keys but ``iterations``, which is the run's number of steps (:meth:`over`)."""
+
+    kind: str = "linear"
+    lambda_start: float = 0.0
+    lambda_end: float = 0.2
+    target_tokens: float = 256.0  # adaptive: the mean length aimed at
+    adapt_rate: float = 0.1  # adaptive: change of lambda per 100% relative length error
+    lambda_max: float = 1.0
+    length_norm: float = 256.0  # tokens per unit of length_term
+
+    def __post_init__(self):
+        self.over(1)  # the shared schedule's checks, at start-up
+
+    def over(self, steps: int) -> LengthSchedule:
+        return LengthSchedule(**asdict(self), iterations=max(int(steps), 1))
+
+
+def _schedule(schedule: LengthSchedule | StepSchedule) -> LengthSchedule:
+    return schedule.over(1) if isinstance(schedule, StepSchedule) else schedule
+
+
+@dataclass
 class LengthRewardConfig:
     weight: float = 1.0
-    # lambda_t per optimizer step; its ``iterations`` is always set from the run's number of steps
-    schedule: LengthSchedule = field(default_factory=lambda: LengthSchedule(
-        kind="linear", lambda_start=0.0, lambda_end=0.2, length_norm=256.0, lambda_max=1.0))
+    schedule: StepSchedule = field(default_factory=StepSchedule)  # lambda_t per optimizer step
 
 
 @dataclass
@@ -222,8 +244,9 @@ class LengthReward:
 
     __name__ = "length"
 
-    def __init__(self, schedule: LengthSchedule, penalty: LengthPenalty, tokenizer=None, fmt: CoTFormat | None = None):
-        self.schedule, self.penalty, self.tokenizer, self.fmt = schedule, penalty, tokenizer, fmt
+    def __init__(self, schedule: LengthSchedule | StepSchedule, penalty: LengthPenalty, tokenizer=None,
+                 fmt: CoTFormat | None = None):
+        self.schedule, self.penalty, self.tokenizer, self.fmt = _schedule(schedule), penalty, tokenizer, fmt
 
     def n_tokens(self, completion: Any, ids: Sequence[int] | None) -> int:
         text = message_text(completion)
@@ -255,8 +278,8 @@ class LengthPenaltyCallback(TrainerCallback, ExportableState):
     Its state rides in each checkpoint's ``trainer_state.json`` (``stateful_callbacks``), so a
     resumed run continues the same :math:`\\lambda` sequence."""
 
-    def __init__(self, schedule: LengthSchedule, penalty: LengthPenalty):
-        self.schedule, self.penalty = schedule, penalty
+    def __init__(self, schedule: LengthSchedule | StepSchedule, penalty: LengthPenalty):
+        self.schedule, self.penalty = _schedule(schedule), penalty
         self.scheduler: LengthScheduler | None = None
         self.observed: float | None = None  # the latest step's mean scored length
 
