@@ -32,6 +32,8 @@ from reasonalign.pipeline import read_jsonl
 
 def _held_out(m: dict) -> dict[str, dict]:
     out = {}
+    if "mean_response_tokens" in m:  # the suite's answer tokens: the response less its thought
+        m = {**m, "mean_answer_tokens": max(0.0, m["mean_response_tokens"] - m.get("mean_thought_tokens", 0.0))}
     if m.get("harmful_compliance", {}).get("n"):  # helpfulness is the benign side's
         out["held_out_harmful"] = {**{k: v for k, v in m.items() if k != "helpfulness"}, "family": "harmful",
                                    "headline": "harmful_compliance"}

@@ -54,7 +54,8 @@ def test_compare_reports_paired_differences(tmp_path):
                  "complied": i in (harmful_complied if lb == "harmful" else benign_complied)} for i, lb in labels.items()]
         (d / "stages" / "eval_final" / "judged.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         m = {"harmful_compliance": rate([r["complied"] for r in rows if r["label"] == "harmful"]),
-             "benign_compliance": rate([r["complied"] for r in rows if r["label"] == "benign"])}
+             "benign_compliance": rate([r["complied"] for r in rows if r["label"] == "benign"]),
+             "mean_response_tokens": 90.0, "mean_thought_tokens": 30.0 if name == "erpo" else 0.0}
         (d / "metrics.json").write_text(json.dumps({"method": name, "eval": {"final": m}}))
         return d
 
@@ -71,6 +72,9 @@ def test_compare_reports_paired_differences(tmp_path):
     assert cells[8:10] == ["10", "0"] and float(cells[10]) == pytest.approx(2 / 2 ** 10, rel=1e-2)
     [benign] = [ln for ln in report.splitlines() if ln.startswith("| held_out_benign | dpo/final |")]
     assert benign.rstrip().endswith("| 1 | 0 | 1 |")  # one discordant prompt: p = 1
+    # the held-out split's token means reach the details tables: answer = response - thought
+    erpo_details = report.split("## Details: erpo/final")[1].split("##")[0]
+    assert "| held_out_harmful | 8.3% [1–35] (n=12) | 83.3% [44–97] (n=6) | – | – | 60.0 | 30.0 |" in erpo_details
     paired = json.loads((out / "metrics.json").read_text())["paired"]
     assert {(p["benchmark"], p["first_only"], p["second_only"]) for p in paired} == {
         ("held_out_harmful", 10, 0), ("held_out_benign", 1, 0)}
