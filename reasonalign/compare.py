@@ -42,12 +42,20 @@ def _held_out(m: dict) -> dict[str, dict]:
     return out
 
 
+def _metrics(run_dir: Path) -> dict:
+    """A run directory's ``metrics.json``; a clear error where the run has not written it yet."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        done = sorted(p.parent.name for p in (Path(run_dir) / "stages").glob("*/stage.json"))
+        hint = f"; stages finished so far: {', '.join(done)}" if done else ""
+        raise FileNotFoundError(f"{run_dir}: no metrics.json (not a finished reasonalign run{hint})")
+    return json.loads(path.read_text())
+
+
 def columns(run_dir: Path) -> dict[str, dict[str, dict]]:
     """``{column label: {benchmark: metrics}}`` for one run directory."""
     path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no metrics.json (is it a finished reasonalign run?)")
-    data = json.loads(path.read_text())
+    data = _metrics(run_dir)
     name = Path(run_dir).resolve().name
     if data.get("kind") == "suite":
         models = data["models"]
@@ -66,7 +74,7 @@ def outcomes(run_dir: Path) -> dict[str, dict[str, dict[str, bool]]]:
     held-out split, as ``held_out_harmful`` and ``held_out_benign``) and ``.../benchmarks/<name>/``,
     an eval-only run's ``stages/bench_<name>/judged.jsonl``."""
     run_dir = Path(run_dir)
-    data = json.loads((run_dir / "metrics.json").read_text())
+    data = _metrics(run_dir)
     name, stages = run_dir.resolve().name, run_dir / "stages"
 
     def read(path: Path) -> list[dict]:
@@ -170,7 +178,7 @@ def judged_columns(run_dir: Path, stages: list[str] | None = None) -> dict[str, 
     """``{"<run>/<stage>": judged rows}`` for each evaluation stage of a training run that wrote
     ``stages/eval_<stage>/judged.jsonl`` (eval-only runs have none: an empty dict)."""
     run_dir = Path(run_dir)
-    data = json.loads((run_dir / "metrics.json").read_text())
+    data = _metrics(run_dir)
     out = {}
     for stage in data.get("eval") or {}:
         path = run_dir / "stages" / f"eval_{stage}" / "judged.jsonl"

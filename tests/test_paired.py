@@ -80,6 +80,20 @@ def test_compare_reports_paired_differences(tmp_path):
         ("held_out_harmful", 10, 0), ("held_out_benign", 1, 0)}
 
 
+def test_compare_names_an_unfinished_run_and_its_finished_stages(tmp_path, capsys):
+    from reasonalign.compare import main as compare_main
+
+    run = tmp_path / "half"
+    for stage in ("prompts", "sft"):
+        (run / "stages" / stage).mkdir(parents=True)
+        (run / "stages" / stage / "stage.json").write_text("{}")
+    (run / "stages" / "dpo.partial").mkdir()
+    assert compare_main([str(run), "--out", str(tmp_path / "cmp")]) == 2
+    out = capsys.readouterr().out
+    assert f"error: {run}: no metrics.json" in out and "stages finished so far: prompts, sft)" in out
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_seed_is_the_runs_training_seed_and_names_its_run_dir():
     """``seed=<n>`` moves training and the method's sampling, not the data split or evaluation, and
     gives the run its own directory; seed 0 keeps the plain run_dir."""
